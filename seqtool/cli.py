@@ -1,0 +1,138 @@
+"""The seqtool command line. Commands parse, validate and call library code; data goes to stdout,
+logs and progress to stderr; a user error is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from seqtool.errors import SeqtoolError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train, evaluate and decode language and translation models from YAML recipes.")
+
+SetOpt = Annotated[list[str], typer.Option("--set", help="override a recipe key: --set train.max_steps=200 (repeatable)")]
+CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="run directory or checkpoint .pt file")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or auto (overrides train.device)")]
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _load(recipe: Path, overrides: list[str], device: str | None):
+    from seqtool.recipe import load_recipe
+
+    return load_recipe(recipe, [*overrides, *([f"train.device={device}"] if device else [])])
+
+
+@app.command()
+def prepare(recipe: Path, set_: SetOpt = []) -> None:
+    """Train the tokenizer and binarize every split of a recipe's data (a no-op when up to date)."""
+    from seqtool.data.prepare import prepare as run_prepare
+
+    run_prepare(_load(recipe, set_, None), log=_err)
+
+
+@app.command()
+def check(recipe: Path, set_: SetOpt = []) -> None:
+    """Validate a recipe and print it fully resolved (YAML) on stdout."""
+    import yaml
+
+    print(yaml.safe_dump(_load(recipe, set_, None).model_dump(mode="json"), sort_keys=False), end="")
+
+
+@app.command()
+def train(recipe: Path, set_: SetOpt = [], resume: Annotated[bool, typer.Option(help="continue from the last checkpoint")] = False,
+          device: DeviceOpt = None) -> None:
+    """Train a recipe (preparing its data first when needed), then report on its test split."""
+    from seqtool.training.run import train_recipe
+
+    result = train_recipe(_load(recipe, set_, device), resume=resume)
+    if result:
+        print(json.dumps(result))
+
+
+def _decode_overrides(**flags) -> dict:
+    return {"decode": {k: v for k, v in flags.items() if v is not None}}
+
+
+@app.command(name="eval")
+def evaluate(checkpoint: CheckpointOpt, split: Annotated[str, typer.Option(help="valid or test")] = "test",
+             as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+             beam: int | None = None, alpha: float | None = None, beta: float | None = None,
+             device: DeviceOpt = None) -> None:
+    """Perplexity (language models) or BLEU/chrF (translation) of a trained run on a split."""
+    from seqtool.evaluation.evaluate import evaluate_run
+
+    result = evaluate_run(checkpoint, split, _decode_overrides(beam=beam, alpha=alpha, beta=beta), device or "auto")
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key}\t{value:.4f}" if isinstance(value, float) else f"{key}\t{value}")
+
+
+@app.command()
+def translate(
+    checkpoint: CheckpointOpt,
+    input: Annotated[Path | None, typer.Option("--input", "-i", help="source file (default stdin)")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="output file (default stdout)")] = None,
+    beam: Annotated[int | None, typer.Option(help="beam width (1 = greedy)")] = None,
+    alpha: Annotated[float | None, typer.Option("--alpha", "--lenpen", help="GNMT length penalty")] = None,
+    beta: Annotated[float | None, typer.Option("--beta", "--covpen", help="GNMT coverage penalty")] = None,
+    prune_margin: Annotated[float | None, typer.Option(help="GNMT beam pruning margin")] = None,
+    n_best: Annotated[int | None, typer.Option(help="hypotheses per input: 'i ||| text ||| score' lines")] = None,
+    max_len_a: float | None = None, max_len_b: int | None = None,
+    batch_tokens: Annotated[int | None, typer.Option(help="source tokens per batch")] = None,
+    sample: Annotated[bool | None, typer.Option("--sample/--no-sample", help="sample instead of search")] = None,
+    temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+    seed: Annotated[int, typer.Option(help="sampling seed")] = 1,
+    device: DeviceOpt = None,
+) -> None:
+    """Translate raw text line by line: one output line per input line (n-best: n lines each)."""
+    from seqtool.decoding.cli_io import run_translate
+
+    overrides = _decode_overrides(beam=beam, alpha=alpha, beta=beta, prune_margin=prune_margin, n_best=n_best,
+                                  max_len_a=max_len_a, max_len_b=max_len_b, batch_tokens=batch_tokens,
+                                  sample=sample, temperature=temperature, top_k=top_k, top_p=top_p)
+    run_translate(checkpoint, input, output, overrides, device=device or "auto", seed=seed, warn=_err)
+
+
+@app.command()
+def score(hypothesis: Path, ref: Annotated[Path, typer.Option("--ref", "-r", help="reference file")],
+          metrics: Annotated[str, typer.Option(help="comma-separated: bleu, chrf, ter")] = "bleu,chrf",
+          tokenize: Annotated[str, typer.Option(help="BLEU tokenizer (sacrebleu)")] = "13a",
+          as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False) -> None:
+    """Score a detokenized hypothesis file against a reference with sacrebleu."""
+    from seqtool.evaluation.score import score_files
+
+    names = [m.strip().lower() for m in metrics.split(",") if m.strip()]
+    results = score_files(hypothesis, ref, names, tokenize)
+    if as_json:
+        print(json.dumps({k: {"score": round(v.score, 1), "signature": v.signature} for k, v in results.items()}))
+    else:
+        for result in results.values():
+            print(result.text)
+
+
+def main() -> None:
+    try:
+        app()
+    except SeqtoolError as err:
+        _err(f"seqtool: error: {err}")
+        sys.exit(2)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(0)
+    except Exception as err:
+        from seqtool.training.trainer import Stopped
+
+        if isinstance(err, Stopped):
+            _err(f"seqtool: {err}")
+            sys.exit(128 + err.signum)
+        raise

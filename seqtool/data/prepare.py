@@ -1,0 +1,253 @@
+"""`prepare`: train the tokenizers, encode every split into memory-mapped arrays, write a manifest.
+
+Layout of a prepared directory:
+    manifest.json                inputs (path, sha256, lines), counts, tokenizer hash, format
+    tokenizer/                   the Vocabs (see vocab.py)
+    raw/                         generated corpora (synthetic tasks only)
+    refs/<split>.src / .tgt      raw text of valid/test pairs, for decoding and BLEU
+    <split>.<side>.bin / .idx    token ids (uint16 or int32) and int64 offsets per sentence
+Sides are src/tgt for translation and text for language models (one stream: EOS, then each line
+followed by EOS, so that every word and line end is predicted once).
+The directory is built beside its final place and renamed into it, so it is never half-written;
+unchanged inputs and settings make prepare a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from seqtool import __version__
+from seqtool.data.synthetic import generate_pairs
+from seqtool.data.textio import iter_chunks, iter_lines, iter_pair_chunks, sha256_file
+from seqtool.data.tokenizer import EOS, train_tokenizer
+from seqtool.data.vocab import Vocabs, directory_sha256
+from seqtool.errors import SeqtoolError
+from seqtool.recipe.schema import DataSpec, Recipe, SplitSpec
+from seqtool.util.files import atomic_write_text
+
+FORMAT = 1
+SPLITS = ("train", "valid", "test")
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("SEQTOOL_DATA", "data"))
+
+
+def prepared_dir(recipe: Recipe) -> Path:
+    return Path(recipe.data.prepared_dir or Path(recipe.run_dir()) / "data")
+
+
+def prepare(recipe: Recipe, log=print) -> Path:
+    """Make the prepared directory for a recipe's data unless an identical one exists; return it."""
+    out = prepared_dir(recipe)
+    spec = recipe.data
+    splits = _resolve_splits(spec, out)
+    fingerprint = _fingerprint(recipe, splits)
+    if _is_current(out, fingerprint):
+        log(f"prepare: {out} is up to date")
+        return out
+    stage = out.with_name(out.name + ".partial")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        started = time.perf_counter()
+        if spec.generate is not None:
+            _generate(spec, stage / "raw")
+            splits = _resolve_splits(spec, stage)
+        vocabs = _train_vocabs(recipe, splits["train"])
+        vocabs.save(stage / "tokenizer")
+        counts = {name: _encode_split(recipe, name, split, vocabs, stage) for name, split in splits.items()}
+        manifest = _manifest(recipe, fingerprint, vocabs, counts, stage)
+        atomic_write_text(stage / "manifest.json", json.dumps(manifest, indent=1))
+        _swap_into_place(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    lines = sum(c["lines"] for c in counts.values())
+    seconds = time.perf_counter() - started
+    log(f"prepare: {lines} lines in {seconds:.1f}s ({lines / max(seconds, 1e-9):.0f} lines/s) -> {out}")
+    return out
+
+
+def _resolve_splits(spec: DataSpec, out: Path) -> dict[str, SplitSpec]:
+    """Split name to absolute file paths; generated corpora live in <prepared>/raw."""
+    if spec.generate is not None:
+        raw = out / "raw"
+        return {s: SplitSpec(src=str(raw / f"{s}.src"), tgt=str(raw / f"{s}.tgt")) for s in SPLITS}
+    root = data_root()
+    resolved = {}
+    for name in SPLITS:
+        split = getattr(spec, name)
+        if split is None:
+            continue
+        paths = {side: str(root / p) for side, p in split.model_dump().items() if p is not None}
+        for side, path in paths.items():
+            if not Path(path).is_file():
+                raise SeqtoolError(f"data.{name}.{side}: {path}: no such file (data root: {root}; "
+                                   "set SEQTOOL_DATA or fix the path)")
+        resolved[name] = SplitSpec(**paths)
+    if "valid" not in resolved:
+        raise SeqtoolError("data.valid: a validation split is required")
+    return resolved
+
+
+def _fingerprint(recipe: Recipe, splits: dict[str, SplitSpec]) -> dict:
+    settings = recipe.data.model_dump(mode="json", exclude={"workers", "prepared_dir"})
+    inputs = {}
+    if recipe.data.generate is None:
+        for name, split in splits.items():
+            for side, path in split.model_dump(exclude_none=True).items():
+                inputs[f"{name}.{side}"] = {"path": path, "sha256": sha256_file(Path(path))}
+    return {"format": FORMAT, "task": recipe.task, "settings": settings, "inputs": inputs}
+
+
+def _is_current(out: Path, fingerprint: dict) -> bool:
+    try:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return manifest.get("fingerprint") == fingerprint
+
+
+def _generate(spec: DataSpec, raw: Path) -> None:
+    raw.mkdir(parents=True)
+    for split in SPLITS:
+        pairs = list(generate_pairs(spec.generate, split))
+        for index, side in enumerate(("src", "tgt")):
+            (raw / f"{split}.{side}").write_text("".join(p[index] + "\n" for p in pairs), encoding="utf-8")
+
+
+def _train_vocabs(recipe: Recipe, train: SplitSpec) -> Vocabs:
+    spec, errors = recipe.data.tokenizer, recipe.data.encoding_errors
+    if train.text is not None:
+        tok = train_tokenizer(spec, lambda: iter_lines(Path(train.text), errors))
+        return Vocabs(tok, tok, joint=True)
+    if spec.joint:
+        tok = train_tokenizer(spec, lambda: _interleave(Path(train.src), Path(train.tgt), errors))
+        return Vocabs(tok, tok, joint=True)
+    src = train_tokenizer(spec, lambda: iter_lines(Path(train.src), errors))
+    return Vocabs(src, train_tokenizer(spec, lambda: iter_lines(Path(train.tgt), errors)), joint=False)
+
+
+def _interleave(src: Path, tgt: Path, errors: str) -> Iterator[str]:
+    """Source and target lines alternately, so a line sample for the joint model sees both."""
+    for src_chunk, tgt_chunk in iter_pair_chunks(src, tgt, errors):
+        for s, t in zip(src_chunk, tgt_chunk):
+            yield s
+            yield t
+
+
+class SplitWriter:
+    """Appends token sequences to <name>.bin and records offsets for <name>.idx."""
+
+    def __init__(self, path: Path, dtype: np.dtype):
+        self.path, self.dtype = path, dtype
+        self.handle = open(f"{path}.bin", "wb")
+        self.offsets = [0]
+
+    def add(self, sequences: list[list[int]], eos: bool = False) -> None:
+        flat = [i for seq in sequences for i in (seq + [EOS] if eos else seq)]
+        self.handle.write(np.asarray(flat, dtype=self.dtype).tobytes())
+        for seq in sequences:
+            self.offsets.append(self.offsets[-1] + len(seq) + eos)
+
+    def close(self) -> None:
+        self.handle.close()
+        np.asarray(self.offsets, dtype=np.int64).tofile(f"{self.path}.idx")
+
+
+class _RefWriter:
+    """Raw source and reference lines of valid/test, so evaluation decodes text exactly as translate does."""
+
+    def __init__(self, directory: Path, name: str):
+        directory.mkdir(exist_ok=True)
+        self.handles = [open(directory / f"{name}.{side}", "w", encoding="utf-8") for side in ("src", "tgt")]
+
+    def add(self, src: list[str], tgt: list[str]) -> None:
+        for handle, lines in zip(self.handles, (src, tgt)):
+            handle.write("".join(line + "\n" for line in lines))
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.close()
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= np.iinfo(np.uint16).max else np.int32)
+
+
+def _encode_split(recipe: Recipe, name: str, split: SplitSpec, vocabs: Vocabs, out: Path) -> dict:
+    errors = recipe.data.encoding_errors
+    if split.text is not None:
+        return _encode_text(name, Path(split.text), vocabs, out, errors)
+    return _encode_pairs(recipe, name, split, vocabs, out)
+
+
+def _encode_text(name: str, path: Path, vocabs: Vocabs, out: Path, errors: str) -> dict:
+    writer = SplitWriter(out / f"{name}.text", token_dtype(len(vocabs.src)))
+    writer.add([[]], eos=True)  # the stream opens with EOS, so the first word is predicted too
+    lines = words = 0
+    for chunk in iter_chunks(path, errors):
+        writer.add(vocabs.src.encode(chunk), eos=True)
+        lines += len(chunk)
+        words += sum(len(line.split()) for line in chunk)
+    writer.close()
+    if words == 0:
+        raise SeqtoolError(f"{path}: empty file: the {name} split has no words")
+    return {"lines": lines, "tokens": writer.offsets[-1], "words": words + lines}
+
+
+def _encode_pairs(recipe: Recipe, name: str, split: SplitSpec, vocabs: Vocabs, out: Path) -> dict:
+    filtering = name == "train"
+    limit = recipe.data.max_len
+    writers = {side: SplitWriter(out / f"{name}.{side}", token_dtype(len(tok)))
+               for side, tok in (("src", vocabs.src), ("tgt", vocabs.tgt))}
+    lines = dropped = words = 0
+    refs = None if filtering else _RefWriter(out / "refs", name)
+    for src_chunk, tgt_chunk in iter_pair_chunks(Path(split.src), Path(split.tgt), recipe.data.encoding_errors):
+        if refs is not None:
+            refs.add(src_chunk, tgt_chunk)
+        src_ids, tgt_ids = vocabs.src.encode(src_chunk), vocabs.tgt.encode(tgt_chunk)
+        if filtering:
+            keep = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids)) if 0 < len(s) <= limit and 0 < len(t) <= limit]
+            dropped += len(src_ids) - len(keep)
+            src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
+        writers["src"].add(src_ids)
+        writers["tgt"].add(tgt_ids)
+        lines += len(src_chunk)
+        words += sum(len(line.split()) + 1 for line in tgt_chunk)
+    for writer in [*writers.values(), *([refs] if refs else [])]:
+        writer.close()
+    kept = len(writers["src"].offsets) - 1
+    if kept == 0:
+        raise SeqtoolError(f"{split.src}: the {name} split has no usable sentence pairs "
+                           f"({lines} lines, {dropped} empty or longer than data.max_len={limit})")
+    return {"lines": lines, "sentences": kept, "dropped": dropped, "words": words,
+            "src_tokens": writers["src"].offsets[-1], "tgt_tokens": writers["tgt"].offsets[-1]}
+
+
+def _manifest(recipe: Recipe, fingerprint: dict, vocabs: Vocabs, counts: dict, stage: Path) -> dict:
+    return {
+        "format": FORMAT, "seqtool": __version__, "fingerprint": fingerprint, "task": recipe.task,
+        "tokenizer_sha256": directory_sha256(stage / "tokenizer"),
+        "vocab": {"src": len(vocabs.src), "tgt": len(vocabs.tgt), "joint": vocabs.joint},
+        "dtype": {"src": token_dtype(len(vocabs.src)).name, "tgt": token_dtype(len(vocabs.tgt)).name,
+                  "text": token_dtype(len(vocabs.src)).name},
+        "splits": counts,
+    }
+
+
+def _swap_into_place(stage: Path, out: Path) -> None:
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    stage.rename(out)
+    shutil.rmtree(old, ignore_errors=True)

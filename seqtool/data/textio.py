@@ -1,0 +1,102 @@
+"""Reading text corpora line by line, with errors that name the file, line and byte."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from itertools import zip_longest
+from pathlib import Path
+
+from seqtool.errors import SeqtoolError, located
+
+CHUNK_LINES = 4096
+# Control characters (Unicode category Cc) other than tab: invisible to every tokenizer, they
+# would otherwise be learnt as pieces or split words unpredictably, so they become spaces.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        raise located(path, "no such file") from None
+    except (IsADirectoryError, PermissionError) as err:
+        raise located(path, f"cannot read ({err.__class__.__name__})") from None
+    with handle:
+        yield from enumerate(handle, start=1)
+
+
+def decode_line(path: Path, number: int, raw: bytes, errors: str) -> str | None:
+    """UTF-8 text of one line; None when errors="skip" drops it.
+
+    errors: "strict" fails naming the line and byte offset, "replace" substitutes U+FFFD.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if errors == "skip":
+            return None
+        if errors == "strict":
+            raise located(path, f"invalid UTF-8 at byte {err.start} of the line "
+                          "(data.encoding_errors: replace or skip lets it through)", number) from None
+        text = raw.decode("utf-8", errors="replace")
+    return _CONTROL.sub(" ", text.rstrip("\r\n"))
+
+
+def iter_lines(path: Path, errors: str = "strict") -> Iterator[str]:
+    for number, raw in _raw_lines(path):
+        text = decode_line(path, number, raw, errors)
+        if text is not None:
+            yield text
+
+
+def iter_chunks(path: Path, errors: str = "strict") -> Iterator[list[str]]:
+    """Lines in lists of CHUNK_LINES, for streaming encoders."""
+    chunk: list[str] = []
+    for text in iter_lines(path, errors):
+        chunk.append(text)
+        if len(chunk) == CHUNK_LINES:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def iter_pair_chunks(src: Path, tgt: Path, errors: str = "strict") -> Iterator[tuple[list[str], list[str]]]:
+    """Line-aligned chunks of two parallel files; a length mismatch fails naming both files.
+
+    With errors="skip" a line that is bad on either side drops the pair, keeping the sides aligned.
+    """
+    src_chunk: list[str] = []
+    tgt_chunk: list[str] = []
+    for s_item, t_item in zip_longest(_raw_lines(src), _raw_lines(tgt)):
+        if s_item is None or t_item is None:
+            raise SeqtoolError(
+                f"{src} has {count_lines(src)} lines but {tgt} has {count_lines(tgt)}: "
+                "parallel files must be line-aligned"
+            )
+        s_text = decode_line(src, *s_item, errors)
+        t_text = decode_line(tgt, *t_item, errors)
+        if s_text is None or t_text is None:
+            continue
+        src_chunk.append(s_text)
+        tgt_chunk.append(t_text)
+        if len(src_chunk) == CHUNK_LINES:
+            yield src_chunk, tgt_chunk
+            src_chunk, tgt_chunk = [], []
+    if src_chunk:
+        yield src_chunk, tgt_chunk
+
+
+def count_lines(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

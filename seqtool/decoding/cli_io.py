@@ -1,0 +1,51 @@
+"""`seqtool translate`: stream lines from stdin or a file through a trained run to stdout or a file."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+from seqtool.data.textio import decode_line
+from seqtool.decoding.search import SearchSettings
+from seqtool.decoding.translate import translate_lines
+from seqtool.errors import located
+from seqtool.runs import load_run, pick_device
+from seqtool.util.files import atomic_open
+
+
+def read_source(path: Path | None) -> Iterator[str]:
+    """Lines of a file or stdin as text; bad UTF-8 fails naming the line and byte."""
+    name = path or Path("<stdin>")
+    try:
+        handle = open(path, "rb") if path else sys.stdin.buffer
+    except OSError as err:
+        raise located(path, f"cannot read ({err.strerror})") from None
+    with handle if path else contextlib.nullcontext(handle):
+        for number, raw in enumerate(handle, start=1):
+            yield decode_line(name, number, raw, "strict")
+
+
+def run_translate(checkpoint: Path, source: Path | None, output: Path | None, overrides: dict, *,
+                  device: str, seed: int, warn: Callable[[str], None]) -> None:
+    run = load_run(checkpoint, overrides, pick_device(device))
+    spec = run.recipe.decode
+    settings = SearchSettings.from_spec(spec)
+    generator = None
+    if spec.sample:
+        generator = torch.Generator(device=next(run.model.parameters()).device).manual_seed(seed)
+    translations = translate_lines(run.model, run.vocabs, read_source(source), settings,
+                                   batch_tokens=spec.batch_tokens, max_src_len=spec.max_src_len,
+                                   device=next(run.model.parameters()).device, warn=warn, generator=generator)
+    sink = atomic_open(output) if output else contextlib.nullcontext(sys.stdout)
+    with sink as out:
+        for number, translation in enumerate(translations):
+            if spec.n_best == 1:
+                out.write(translation.text + "\n")
+            else:
+                out.writelines(f"{number} ||| {text} ||| {score:.4f}\n" for text, score in translation.nbest)
+            if output is None and number % 256 == 255:
+                out.flush()

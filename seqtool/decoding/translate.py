@@ -1,0 +1,81 @@
+"""Raw text in, detokenized translations out: tokenize, batch by length, search, restore order.
+
+One path serves `translate`, `eval` and validation BLEU, so the three always agree. Input is
+processed in chunks, so memory stays bounded however long the input is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from seqtool.data.batching import pad_rows
+from seqtool.data.tokenizer import EOS
+from seqtool.data.vocab import Vocabs
+from seqtool.decoding.search import Hypothesis, SearchSettings, search
+
+CHUNK = 4096
+
+
+@dataclass
+class Translation:
+    text: str  # best hypothesis, detokenized
+    nbest: list[tuple[str, float]]  # (text, score) best first
+
+
+def decode_batches(lengths: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
+    """Indices sorted by length (longest first) cut into batches of at most batch_tokens padded tokens."""
+    order = np.argsort(-lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        width = int(lengths[order[start]]) + 1
+        size = max(1, batch_tokens // width)
+        batches.append(order[start : start + size])
+        start += size
+    return batches
+
+
+def translate_ids(model, sources: list[np.ndarray], settings: SearchSettings, *, batch_tokens: int,
+                  device: torch.device, generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
+    """Hypotheses for already-encoded sources, in input order."""
+    results: list[list[Hypothesis] | None] = [None] * len(sources)
+    lengths = np.fromiter((len(s) for s in sources), dtype=np.int64, count=len(sources))
+    for index in decode_batches(lengths, batch_tokens):
+        src = pad_rows([sources[i] for i in index], suffix=EOS).to(device)
+        for i, hyps in zip(index, search(model, src, src != 0, settings, generator)):
+            results[i] = hyps
+    return results
+
+
+def translate_lines(model, vocabs: Vocabs, lines: Iterable[str], settings: SearchSettings, *,
+                    batch_tokens: int, max_src_len: int, device: torch.device,
+                    warn: Callable[[str], None] = lambda _: None,
+                    generator: torch.Generator | None = None) -> Iterator[Translation]:
+    """Translations of raw lines, one per line, in order; over-long inputs are truncated with a warning."""
+    number = 0
+    for chunk in _chunks(lines):
+        sources = []
+        for ids in vocabs.src.encode(chunk):
+            number += 1
+            if len(ids) > max_src_len:
+                warn(f"line {number}: {len(ids)} source tokens, truncated to decode.max_src_len={max_src_len}")
+                ids = ids[:max_src_len]
+            sources.append(np.asarray(ids, dtype=np.int64))
+        for hyps in translate_ids(model, sources, settings, batch_tokens=batch_tokens, device=device,
+                                  generator=generator):
+            nbest = [(vocabs.tgt.decode(h.tokens), h.score) for h in hyps]
+            yield Translation(nbest[0][0], nbest)
+
+
+def _chunks(lines: Iterable[str]) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

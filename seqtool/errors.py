@@ -1,0 +1,11 @@
+"""User-facing errors: the CLI prints their message on one line and exits with code 2."""
+
+
+class SeqtoolError(Exception):
+    """A problem with the user's input (recipe, files, checkpoint), not a bug in seqtool."""
+
+
+def located(path: object, message: str, line: int | None = None) -> SeqtoolError:
+    """An error that names the file (and line) it is about, `path:line: message`."""
+    where = f"{path}:{line}" if line is not None else f"{path}"
+    return SeqtoolError(f"{where}: {message}")

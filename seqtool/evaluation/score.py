@@ -1,0 +1,27 @@
+"""`seqtool score`: sacrebleu metrics of a hypothesis file against a reference file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from seqtool.data.textio import iter_lines
+from seqtool.errors import SeqtoolError
+from seqtool.evaluation.metrics import MetricResult, corpus_metrics
+
+KNOWN = ("bleu", "chrf", "ter")
+
+
+def score_files(hypothesis: Path, reference: Path, metrics: list[str], tokenize: str = "13a") -> dict[str, MetricResult]:
+    unknown = [m for m in metrics if m not in KNOWN]
+    if unknown or not metrics:
+        raise SeqtoolError(f"--metrics: unknown metric {', '.join(unknown) or '(none)'} (known: {', '.join(KNOWN)})")
+    hyps, refs = list(iter_lines(hypothesis)), list(iter_lines(reference))
+    if len(hyps) != len(refs):
+        raise SeqtoolError(f"{hypothesis} has {len(hyps)} lines but {reference} has {len(refs)}: "
+                           "hypotheses and references must be line-aligned")
+    if not refs:
+        raise SeqtoolError(f"{reference}: empty file")
+    try:
+        return corpus_metrics(hyps, refs, metrics, tokenize)
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise SeqtoolError(f"sacrebleu: {err}") from None

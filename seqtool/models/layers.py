@@ -1,0 +1,176 @@
+"""Pieces several models share: attention and a batch-first wrapper around torch's fused RNNs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Attention of decoder queries over encoder states.
+
+    bahdanau (additive; Bahdanau et al. 2015):  e_ij = v^T tanh(W_q q_i + W_k k_j)
+    general (multiplicative; Luong et al. 2015): e_ij = q_i^T W k_j
+    dot (Luong et al. 2015):                     e_ij = q_i^T k_j
+    a_ij = softmax_j(e_ij) over non-pad j;  c_i = sum_j a_ij k_j
+    """
+
+    def __init__(self, kind: str, query_dim: int, key_dim: int, attn_dim: int | None = None):
+        super().__init__()
+        self.kind = kind
+        if kind == "bahdanau":
+            attn_dim = attn_dim or query_dim
+            self.key_proj = nn.Linear(key_dim, attn_dim, bias=False)
+            self.query_proj = nn.Linear(query_dim, attn_dim)
+            self.v = nn.Linear(attn_dim, 1, bias=False)
+        elif kind == "general":
+            self.key_proj = nn.Linear(key_dim, query_dim, bias=False)
+        elif kind == "dot":
+            if key_dim != query_dim:
+                raise ValueError("dot attention needs equal query and key sizes")
+            self.key_proj = nn.Identity()
+        else:
+            raise ValueError(f"unknown attention {kind!r}")
+
+    def keys(self, memory: torch.Tensor) -> torch.Tensor:
+        """Per-source projections, computed once per sentence and reused at every step."""
+        return self.key_proj(memory)
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor, memory: torch.Tensor,
+                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """query (B, T, Q), keys from self.keys, memory (B, S, K), mask (B, S) -> context (B, T, K), weights (B, T, S)."""
+        if self.kind == "bahdanau":
+            hidden = torch.tanh(self.query_proj(query).unsqueeze(2) + keys.unsqueeze(1))  # (B, T, S, A)
+            scores = self.v(hidden).squeeze(-1)
+        else:
+            scores = torch.bmm(query, keys.transpose(1, 2))
+        scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
+        weights = torch.softmax(scores.float(), dim=-1).to(memory.dtype)
+        return torch.bmm(weights, memory), weights
+
+
+class Dropout(nn.Module):
+    """Inverted dropout (Srivastava et al. 2014) with masks drawn as 8 random bits per element.
+
+    torch's CPU dropout draws a float per element and takes ~5x longer; here 64-bit draws are cut
+    into bytes, a byte below round(256 p) drops its element, and kept ones are scaled by
+    256 / (256 - round(256 p)), so E[output] = input exactly (the rate is p to within 1/512).
+    CUDA keeps torch's fused kernel.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        self.threshold = round(256 * p)
+        self.scale = 256 / (256 - self.threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if x.is_cuda:
+            return nn.functional.dropout(x, self.p, True)
+        n = x.numel()
+        bits = torch.empty((n + 7) // 8, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+        keep = bits.view(torch.uint8)[:n].view(x.shape) >= self.threshold
+        return x.mul(keep).mul_(self.scale)
+
+
+class Recurrent(nn.Module):
+    """A stack of tanh-RNN / LSTM / GRU layers (torch's fused kernels), batch-first in and out,
+    with dropout between layers (Zaremba et al. 2014: not on the recurrent connections).
+
+    The state is a tuple of (B, layers, H) tensors, (h, c) for LSTM and (h,) otherwise, batch-first
+    so that search can reorder it like any other state. Inputs are right-padded and never packed:
+    packing sends torch's CPU LSTM down a per-timestep path several times slower, and positions
+    before the padding do not depend on it.
+    """
+
+    def __init__(self, cell: str, input_dim: int, hidden_dim: int, layers: int = 1, *, dropout: float = 0.0):
+        super().__init__()
+        kinds = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+        self.cell = cell
+        self.layers = nn.ModuleList(kinds[cell](input_dim if i == 0 else hidden_dim, hidden_dim, batch_first=True)
+                                    for i in range(layers))
+        self.drop = Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, state: tuple | None = None) -> tuple[torch.Tensor, tuple]:
+        """x (B, T, I) -> outputs (B, T, H), final state (after all T steps, padding included)."""
+        finals = []
+        for i, layer in enumerate(self.layers):
+            hidden = None
+            if state is not None:
+                hidden = tuple(s[:, i].unsqueeze(0).contiguous() for s in state)
+                hidden = hidden if self.cell == "lstm" else hidden[0]
+            x, hidden = layer(self.drop(x) if i else x, hidden)
+            finals.append(hidden if self.cell == "lstm" else (hidden,))
+        return x, tuple(torch.cat([f[k] for f in finals], 0).transpose(0, 1) for k in range(len(finals[0])))
+
+
+def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row's first lengths[b] steps, leaving the padding after them in place (B, T, ...)."""
+    T = x.size(1)
+    steps = torch.arange(T, device=x.device).unsqueeze(0)
+    index = torch.where(steps < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - steps, steps)
+    return x.gather(1, index.view(*index.shape, *[1] * (x.dim() - 2)).expand_as(x))
+
+
+class BiRecurrent(nn.Module):
+    """A bidirectional recurrent layer over right-padded input (Schuster and Paliwal 1997).
+
+    The backward direction reads each sequence reversed within its length, so padding never enters
+    a real position's state and both directions keep torch's fused kernel. Outputs concatenate the
+    directions; `final` is each direction's state after reading its whole sequence, concatenated.
+    """
+
+    def __init__(self, cell: str, input_dim: int, hidden_dim: int):
+        super().__init__()
+        self.fwd = Recurrent(cell, input_dim, hidden_dim)
+        self.bwd = Recurrent(cell, input_dim, hidden_dim)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, I) -> outputs (B, T, 2H), final hidden (B, 2H)."""
+        fwd = self.fwd(x)[0]
+        bwd = reverse_padded(self.bwd(reverse_padded(x, lengths))[0], lengths)
+        last = (lengths - 1).clamp(min=0)
+        final = torch.cat([fwd[torch.arange(x.size(0), device=x.device), last], bwd[:, 0]], dim=-1)
+        return torch.cat([fwd, bwd], dim=-1), final
+
+
+class RecurrentEncoder(nn.Module):
+    """A stack of recurrent layers over right-padded input, the first `bidirectional_layers` of them
+    bidirectional (H/2 per direction), with dropout between layers and optional residual
+    connections x_{l+1} = f_l(x_l) + x_l from layer `residual_from` (1-based) up, as in GNMT.
+
+    Returns the top layer's outputs (B, T, H) and each layer's final hidden state (B, layers, H),
+    read at each row's last real position.
+    """
+
+    def __init__(self, cell: str, input_dim: int, hidden_dim: int, layers: int, *, bidirectional_layers: int = 0,
+                 dropout: float = 0.0, residual_from: int | None = None):
+        super().__init__()
+        if bidirectional_layers and hidden_dim % 2:
+            raise ValueError("bidirectional layers need an even hidden size")
+        self.layers = nn.ModuleList(
+            BiRecurrent(cell, input_dim if i == 0 else hidden_dim, hidden_dim // 2) if i < bidirectional_layers
+            else Recurrent(cell, input_dim if i == 0 else hidden_dim, hidden_dim)
+            for i in range(layers)
+        )
+        self.drop = Dropout(dropout)
+        self.residual_from = residual_from
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.arange(x.size(0), device=x.device)
+        last = (lengths - 1).clamp(min=0)
+        finals = []
+        for number, layer in enumerate(self.layers, start=1):
+            inp = self.drop(x) if number > 1 else x
+            if isinstance(layer, BiRecurrent):
+                out, final = layer(inp, lengths)
+            else:
+                out = layer(inp)[0]
+                final = out[rows, last]
+            if self.residual_from is not None and number >= self.residual_from:
+                out = out + x
+            finals.append(final)
+            x = out
+        return x, torch.stack(finals, dim=1)

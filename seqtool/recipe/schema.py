@@ -1,0 +1,256 @@
+"""The recipe schema: the one source of defaults and documentation for every setting."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
+
+from seqtool.models.config import ModelConfig
+
+RECIPE_VERSION = 1
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SplitSpec(Spec):
+    """One split of a corpus: a source/target pair of files, or one text file for a language model."""
+
+    src: str | None = Field(None, description="source-side file, one sentence per line")
+    tgt: str | None = Field(None, description="target-side file, line-aligned with src")
+    text: str | None = Field(None, description="running text for language modelling")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SplitSpec:
+        if self.text is None and (self.src is None or self.tgt is None):
+            raise ValueError("a split needs both src and tgt (translation) or text (language model)")
+        if self.text is not None and (self.src is not None or self.tgt is not None):
+            raise ValueError("a split has either text or src/tgt, not both")
+        return self
+
+
+class GenerateSpec(Spec):
+    """A synthetic corpus made by seqtool itself from a seed (no files needed)."""
+
+    task: Literal["num2words", "copy", "reverse"] = Field(
+        description="num2words: digits to English words; copy/reverse: random symbol strings"
+    )
+    train: int = Field(20000, gt=0, description="training pairs")
+    valid: int = Field(500, gt=0, description="validation pairs")
+    test: int = Field(500, gt=0, description="test pairs")
+    seed: int = Field(1, description="generator seed (independent of the training seed)")
+    max_digits: int = Field(6, ge=1, le=12, description="num2words: largest number has this many digits")
+    symbols: int = Field(10, ge=2, le=26, description="copy/reverse: alphabet size")
+    min_len: int = Field(3, ge=1, description="copy/reverse: shortest string")
+    max_len: int = Field(12, ge=1, description="copy/reverse: longest string")
+
+
+class TokenizerSpec(Spec):
+    kind: Literal["word", "wordpiece", "sentencepiece"] = Field(
+        "sentencepiece", description="word: whitespace words; wordpiece: tokenizers WordPiece with "
+        "GNMT word-start markers; sentencepiece: unigram or BPE"
+    )
+    model_type: Literal["unigram", "bpe"] = Field("unigram", description="sentencepiece algorithm")
+    vocab_size: int | None = Field(
+        8000, gt=4, description="vocabulary size including the 4 specials; word: null keeps every type"
+    )
+    min_count: int = Field(1, ge=1, description="word: drop types seen fewer times than this")
+    joint: bool = Field(True, description="one vocabulary for source and target")
+    lowercase: bool = Field(False, description="lowercase text before tokenizing")
+    character_coverage: float = Field(1.0, gt=0, le=1, description="sentencepiece character coverage")
+    sample_lines: int = Field(
+        1_000_000, gt=0, description="train the subword model on at most this many lines"
+    )
+
+
+class DataSpec(Spec):
+    corpus: Literal["multi30k", "ptb", "wikitext2"] | None = Field(
+        None, description="a known corpus layout: fills train/valid/test paths (explicit ones win)"
+    )
+    pair: str = Field("de-en", pattern=r"^[a-z]{2}-[a-z]{2}$", description="multi30k: src-tgt languages")
+    generate: GenerateSpec | None = Field(None, description="generate a synthetic corpus instead of files")
+    train: SplitSpec | None = Field(None, description="training split (paths under the data root)")
+    valid: SplitSpec | None = Field(None, description="validation split")
+    test: SplitSpec | None = Field(None, description="test split")
+    tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
+    max_len: int = Field(256, gt=0, description="drop training pairs with a side longer than this (pieces)")
+    block_len: int = Field(35, gt=0, description="language models: tokens per training block (BPTT length)")
+    prepared_dir: str | None = Field(
+        None, description="where prepare writes binarized data; default <output_dir>/data"
+    )
+    encoding_errors: Literal["strict", "replace", "skip"] = Field(
+        "strict", description="non-UTF-8 input: fail naming line and byte, replace bad bytes, or skip the line"
+    )
+    workers: int = Field(0, ge=0, description="encoding processes; 0 = one per CPU core")
+
+    @model_validator(mode="after")
+    def _fill_corpus(self) -> DataSpec:
+        if self.corpus is not None:
+            for split, spec in corpus_splits(self.corpus, self.pair).items():
+                if getattr(self, split) is None:
+                    setattr(self, split, spec)
+        if self.generate is None and self.train is None:
+            raise ValueError("data needs train files, a known corpus, or generate")
+        if self.generate is not None and (self.train or self.valid or self.test):
+            raise ValueError("data.generate makes its own splits; drop train/valid/test")
+        return self
+
+
+def corpus_splits(corpus: str, pair: str) -> dict[str, SplitSpec]:
+    """The file layout of a known corpus under the data root (see data/README.md)."""
+    if corpus == "multi30k":
+        src, tgt = pair.split("-")
+        stems = {"train": "train", "valid": "val", "test": "test2016"}
+        return {k: SplitSpec(src=f"multi30k/{v}.{src}", tgt=f"multi30k/{v}.{tgt}") for k, v in stems.items()}
+    if corpus == "ptb":
+        return {k: SplitSpec(text=f"ptb/ptb.{k}.txt") for k in ("train", "valid", "test")}
+    return {k: SplitSpec(text=f"wikitext-2/wiki.{k}.tokens") for k in ("train", "valid", "test")}
+
+
+class OptimSpec(Spec):
+    name: Literal["adam", "adamw", "sgd", "nag"] = Field("adam", description="nag = SGD with Nesterov momentum")
+    lr: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = Field(1e-8, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1, description="sgd/nag momentum")
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class ScheduleSpec(Spec):
+    name: Literal["constant", "inverse_sqrt", "step_decay", "plateau"] = "constant"
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 (all schedules but plateau)")
+    decay_start: int = Field(0, ge=0, description="step_decay: first step at which lr is multiplied")
+    decay_every: int = Field(1000, gt=0, description="step_decay: steps between multiplications")
+    factor: float = Field(0.5, gt=0, le=1, description="step_decay / plateau multiplier")
+    patience: int = Field(0, ge=0, description="plateau: validations without improvement before decaying")
+    min_lr: float = Field(0.0, ge=0, description="lr never goes below this")
+
+
+class CheckpointSpec(Spec):
+    every: int = Field(1000, gt=0, description="save every N steps (also at the end and on a clean stop)")
+    keep_last: int = Field(3, ge=1, description="step checkpoints kept")
+    keep_best: int = Field(1, ge=0, description="best checkpoints kept (by early_stopping.metric)")
+
+
+class EarlyStopSpec(Spec):
+    metric: Literal["loss", "ppl", "bleu", "chrf", "accuracy"] = Field(
+        "loss", description="validation metric that picks the best checkpoint"
+    )
+    patience: int | None = Field(None, ge=1, description="stop after this many validations without improvement")
+
+
+class TrainSpec(Spec):
+    optimizer: OptimSpec = Field(default_factory=OptimSpec)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    batch_tokens: int = Field(4096, gt=0, description="translation: padded tokens per batch")
+    batch_size: int | None = Field(
+        None, gt=0, description="language models: parallel streams per batch; translation: max sentences"
+    )
+    accumulate: int = Field(1, ge=1, description="batches per optimizer step")
+    max_steps: int | None = Field(10000, gt=0, description="optimizer steps (null: no limit)")
+    max_epochs: int | None = Field(None, gt=0, description="passes over the training data (null: no limit)")
+    max_minutes: float | None = Field(None, gt=0, description="wall-clock limit for training")
+    clip_norm: float | None = Field(5.0, gt=0, description="clip the gradient norm to this (null: off)")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "bf16", description="autocast dtype on CUDA; the CPU always trains in fp32"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
+    threads: int | None = Field(None, gt=0, description="CPU threads for torch (null: torch's default)")
+    compile: bool = Field(False, description="torch.compile the model")
+    validate_every: int = Field(1000, gt=0, description="validate every N steps (and at the end)")
+    max_bad_steps: int = Field(
+        5, ge=1, description="stop after this many consecutive steps with a NaN/inf loss (each is skipped)"
+    )
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    early_stopping: EarlyStopSpec = Field(default_factory=EarlyStopSpec)
+
+
+class DecodeSpec(Spec):
+    beam: int = Field(5, ge=1, description="beam width; 1 = greedy")
+    alpha: float = Field(0.0, ge=0, description="GNMT length penalty ((5+|Y|)/6)^alpha; 0 = off")
+    beta: float = Field(0.0, ge=0, description="GNMT coverage penalty weight; 0 = off")
+    prune_margin: float | None = Field(
+        None, gt=0, description="GNMT pruning: drop candidates this far below the best (null: off)"
+    )
+    n_best: int = Field(1, ge=1, description="hypotheses kept per input (<= beam)")
+    max_len_a: float = Field(1.5, ge=0, description="output length limit a*|src| + b")
+    max_len_b: int = Field(10, ge=1)
+    max_src_len: int = Field(256, gt=0, description="translate: longer inputs are truncated (with a warning)")
+    batch_tokens: int = Field(6000, gt=0, description="source tokens per decoding batch")
+    sample: bool = Field(False, description="sample instead of searching")
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(0, ge=0, description="sampling: keep the k most likely tokens (0 = all)")
+    top_p: float = Field(1.0, gt=0, le=1, description="sampling: nucleus mass")
+
+    @model_validator(mode="after")
+    def _n_best_fits(self) -> DecodeSpec:
+        if self.n_best > self.beam and not self.sample:
+            raise ValueError(f"n_best ({self.n_best}) cannot exceed beam ({self.beam})")
+        return self
+
+
+class EvalSpec(Spec):
+    metrics: list[Literal["bleu", "chrf", "ter"]] = Field(
+        default_factory=lambda: ["bleu", "chrf"], description="translation metrics (sacrebleu)"
+    )
+    tokenize: str = Field("13a", description="sacrebleu BLEU tokenizer")
+    valid_decode_limit: int | None = Field(
+        1000, gt=0, description="validation BLEU decodes at most this many sentences (null: all)"
+    )
+    valid_beam: int | None = Field(None, ge=1, description="beam for validation BLEU (null: decode.beam)")
+    lm_streams: int = Field(10, gt=0, description="language-model evaluation: parallel streams")
+
+
+class LogSpec(Spec):
+    tensorboard: bool = True
+    progress: Literal["rich", "plain", "none"] = Field("rich", description="rich bar on a terminal")
+    every: int = Field(100, gt=0, description="log training loss every N steps")
+
+
+class Recipe(Spec):
+    recipe_version: int = Field(RECIPE_VERSION, description="recipe format version")
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="run name; default run dir runs/<name>")
+    task: Literal["translation", "lm"] = "translation"
+    seed: int = Field(1, description="seed for initialisation, batch order and dropout")
+    output_dir: str | None = Field(None, description="run directory (default runs/<name>)")
+    data: DataSpec
+    model: SerializeAsAny[ModelConfig]
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    decode: DecodeSpec = Field(default_factory=DecodeSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    log: LogSpec = Field(default_factory=LogSpec)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        for problem in _cross_field_problems(self):
+            raise ValueError(problem)
+        return self
+
+    def run_dir(self) -> str:
+        return self.output_dir or f"runs/{self.name}"
+
+
+def _cross_field_problems(r: Recipe) -> list[str]:
+    problems = []
+    if r.recipe_version != RECIPE_VERSION:
+        problems.append(f"recipe_version {r.recipe_version} is not supported (this seqtool reads {RECIPE_VERSION})")
+    if r.task not in type(r.model).tasks:
+        problems.append(f"model {r.model.arch!r} cannot do task {r.task!r}")
+    if r.decode.beta > 0 and not type(r.model).has_attention:
+        problems.append(f"decode.beta (coverage penalty) needs attention, and model {r.model.arch!r} has none")
+    lm = r.task == "lm"
+    if lm and r.train.early_stopping.metric in ("bleu", "chrf"):
+        problems.append("train.early_stopping.metric bleu/chrf needs task: translation")
+    for split in ("train", "valid", "test"):
+        spec = getattr(r.data, split)
+        if spec is not None and (spec.text is not None) != lm:
+            want = "text" if lm else "src and tgt"
+            problems.append(f"data.{split} needs {want} for task {r.task!r}")
+    if r.data.generate is not None and lm:
+        problems.append("data.generate makes translation pairs; it needs task: translation")
+    if getattr(r.model, "share_embeddings", False) and not r.data.tokenizer.joint:
+        problems.append("model.share_embeddings needs data.tokenizer.joint: true")
+    return problems

@@ -1,0 +1,111 @@
+"""Building models from recipes and loading trained runs (a run directory or one checkpoint file).
+
+A checkpoint carries its resolved recipe and its tokenizer files, so a single .pt file is enough to
+translate with; evaluation on a recipe split also needs the prepared data of the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from seqtool.data.vocab import Vocabs
+from seqtool.errors import SeqtoolError
+from seqtool.models import MODELS
+from seqtool.models.base import VocabSizes
+from seqtool.recipe import Recipe, recipe_from_dict
+from seqtool.training.checkpoint import load_checkpoint
+
+
+def build_model(recipe: Recipe, vocabs: Vocabs) -> torch.nn.Module:
+    return MODELS.get(recipe.model.arch).builder(recipe.model, VocabSizes(len(vocabs.src), len(vocabs.tgt)))
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def pack_tokenizer(directory: Path) -> dict[str, torch.Tensor]:
+    """Tokenizer files as uint8 tensors, so they travel inside a weights_only checkpoint."""
+    return {str(p.relative_to(directory)): torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8)
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def tokenizer_sha256(files: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode())
+        digest.update(files[name].numpy().tobytes())
+    return digest.hexdigest()
+
+
+def unpack_vocabs(files: dict[str, torch.Tensor]) -> Vocabs:
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            path = Path(tmp) / name
+            if Path(tmp).resolve() not in path.resolve().parents:
+                raise SeqtoolError(f"checkpoint tokenizer file name {name!r} escapes its directory")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data.numpy().tobytes())
+        return Vocabs.load(Path(tmp))
+
+
+@dataclass
+class LoadedRun:
+    recipe: Recipe
+    vocabs: Vocabs
+    model: torch.nn.Module
+    payload: dict
+    run_dir: Path
+    path: Path
+
+
+def checkpoint_path(target: Path) -> Path:
+    """A run directory means its best checkpoint (or its latest when no best was kept)."""
+    if target.is_dir():
+        for name in ("best.pt", "latest.pt"):
+            if (target / "checkpoints" / name).is_file():
+                return target / "checkpoints" / name
+        raise SeqtoolError(f"{target}: no checkpoints/best.pt or checkpoints/latest.pt (not a trained run?)")
+    return target
+
+
+def load_run(target: str | Path, overrides: dict | None = None, device: torch.device | str = "cpu") -> LoadedRun:
+    """The model of a run dir or checkpoint, in eval mode on `device`; overrides patch the recipe."""
+    path = checkpoint_path(Path(target))
+    payload = load_checkpoint(path)
+    raw = _deep_update(dict(payload["recipe"]), overrides or {})
+    recipe = recipe_from_dict(raw, source=f"{path} (recipe)")
+    run_dir = Path(target) if Path(target).is_dir() else path.parent.parent
+    recipe = recipe.model_copy(update={"output_dir": str(run_dir)})
+    if "tokenizer" not in payload:
+        raise SeqtoolError(f"{path}: checkpoint has no tokenizer")
+    vocabs = unpack_vocabs(payload["tokenizer"])
+    model = build_model(recipe, vocabs)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as err:
+        raise SeqtoolError(f"{path}: weights do not fit model {recipe.model.arch!r} "
+                           f"({str(err).splitlines()[0]})") from None
+    return LoadedRun(recipe, vocabs, model.to(device).eval(), payload, run_dir, path)
+
+
+def _deep_update(base: dict, changes: dict) -> dict:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = _deep_update(dict(base[key]), value)
+        else:
+            base[key] = value
+    return base
+
+
+def pick_device(kind: str) -> torch.device:
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise SeqtoolError("device cuda: no CUDA device is available (use --device cpu or auto)")
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(kind)

@@ -1,0 +1,52 @@
+"""Language modelling: contiguous blocks of a token stream, recurrent state carried between blocks
+(truncated backpropagation through time); perplexity per token and per word."""
+
+from __future__ import annotations
+
+import torch
+
+from seqtool.data.batching import LMBatch, stream_blocks
+from seqtool.evaluation.metrics import perplexity
+
+DEFAULT_STREAMS = 20
+
+
+class LanguageModelTask:
+    def __init__(self, recipe, data, vocabs, device, *, rank: int = 0, world: int = 1):
+        self.recipe, self.data, self.vocabs, self.device = recipe, data, vocabs, device
+        self.rank, self.world = rank, world
+        self._train = None
+
+    def epoch_batches(self, epoch: int) -> list[LMBatch]:
+        """The same blocks every epoch (the stream order is the text's); each rank takes its rows."""
+        if self._train is None:
+            rows = self.recipe.train.batch_size or DEFAULT_STREAMS
+            blocks = stream_blocks(self.data.stream("train").tokens, rows, self.recipe.data.block_len)
+            self._train = [self._rows(b) for b in blocks]
+        return self._train
+
+    def _rows(self, block: LMBatch) -> LMBatch:
+        if self.world == 1:
+            return block
+        pick = slice(self.rank, None, self.world)
+        targets = block.targets[pick]
+        return LMBatch(block.inputs[pick], targets, int((targets != 0).sum()), block.first)
+
+    def batch(self, item: LMBatch) -> LMBatch:
+        return item.to(self.device)
+
+    def evaluate(self, model, name: str, settings=None, limit=None) -> dict[str, float]:
+        """Perplexity over a whole split, every token predicted once with all the context before it
+        in its stream (eval.lm_streams parallel streams)."""
+        split = self.data.stream(name)
+        nll, count, state = 0.0, 0, None
+        with torch.inference_mode():
+            for block in stream_blocks(split.tokens, self.recipe.eval.lm_streams, self.recipe.data.block_len):
+                out = model.loss(block.to(self.device), state=state)
+                nll, count, state = nll + float(out.nll), count + out.ntokens, out.state
+        return {"loss": nll / max(count, 1), "ppl": perplexity(nll, count),
+                "ppl_token": perplexity(nll, count), "ppl_word": perplexity(nll, split.words),
+                "tokens": count, "words": split.words}
+
+    def validate(self, model) -> dict[str, float]:
+        return self.evaluate(model, "valid")

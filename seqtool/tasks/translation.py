@@ -1,0 +1,64 @@
+"""Translation: token-budget batches of sentence pairs; validation by loss and by decoded BLEU."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from seqtool.data.batching import collate_pairs, shard, token_batches
+from seqtool.decoding.search import SearchSettings
+from seqtool.decoding.translate import translate_lines
+from seqtool.evaluation.metrics import corpus_metrics, perplexity
+
+
+class TranslationTask:
+    def __init__(self, recipe, data, vocabs, device, *, rank: int = 0, world: int = 1):
+        self.recipe, self.data, self.vocabs, self.device = recipe, data, vocabs, device
+        self.rank, self.world = rank, world
+        self._splits = {}
+
+    def split(self, name: str):
+        if name not in self._splits:
+            self._splits[name] = self.data.parallel(name)
+        return self._splits[name]
+
+    def _batches(self, name: str, epoch: int, shuffle: bool) -> list[np.ndarray]:
+        split, train = self.split(name), self.recipe.train
+        return token_batches(split.src.lengths(), split.tgt.lengths(), batch_tokens=train.batch_tokens,
+                             max_sentences=train.batch_size, seed=self.recipe.seed, epoch=epoch, shuffle=shuffle)
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        return shard(self._batches("train", epoch, shuffle=True), self.rank, self.world)
+
+    def batch(self, item: np.ndarray):
+        return collate_pairs(self.split("train"), item).to(self.device)
+
+    def loss_on(self, model, name: str) -> dict[str, float]:
+        nll, count = 0.0, 0
+        with torch.inference_mode():
+            for index in self._batches(name, 0, shuffle=False):
+                out = model.loss(collate_pairs(self.split(name), index).to(self.device))
+                nll += float(out.nll)
+                count += out.ntokens
+        return {"loss": nll / max(count, 1), "ppl": perplexity(nll, count)}
+
+    def decode_split(self, model, name: str, settings: SearchSettings, limit: int | None = None):
+        sources, references = self.data.raw_pairs(name)
+        sources, references = sources[:limit], references[:limit]
+        spec = self.recipe.decode
+        hyps = [t.text for t in translate_lines(model, self.vocabs, sources, settings, batch_tokens=spec.batch_tokens,
+                                                max_src_len=spec.max_src_len, device=self.device)]
+        return hyps, references
+
+    def evaluate(self, model, name: str, settings: SearchSettings, limit: int | None = None) -> dict[str, float]:
+        """Loss, perplexity and the recipe's metrics (BLEU, chrF, TER) on a split."""
+        results = self.loss_on(model, name)
+        hyps, refs = self.decode_split(model, name, settings, limit)
+        metrics = corpus_metrics(hyps, refs, self.recipe.eval.metrics, self.recipe.eval.tokenize)
+        results.update({key: m.score for key, m in metrics.items()})
+        return results
+
+    def validate(self, model) -> dict[str, float]:
+        beam = self.recipe.eval.valid_beam or self.recipe.decode.beam
+        settings = SearchSettings.from_spec(self.recipe.decode, beam=beam, n_best=1, sample=False)
+        return self.evaluate(model, "valid", settings, self.recipe.eval.valid_decode_limit)

@@ -1,0 +1,114 @@
+"""Checkpoints: plain data (tensors and containers) saved atomically and loaded without unpickling code.
+
+    {"format", "seqtool", "recipe", "tokenizer_sha256", "model", "optimizer", "schedule", "scaler",
+     "trainer": {"step", "epoch", "position", "best", ...}, "rng": {...}, "carry"}
+
+Files live in <run>/checkpoints: step_XXXXXXXX.pt, and latest.pt / best.pt as hard links (copies
+where links are not supported) that are switched with an atomic rename only after the file they
+point to is complete, so every name always refers to a whole checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import shutil
+import zipfile
+from pathlib import Path
+
+import torch
+
+from seqtool import __version__
+from seqtool.errors import SeqtoolError
+from seqtool.util.files import atomic_open
+
+FORMAT = 1
+REQUIRED = ("format", "seqtool", "recipe", "model")
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    with atomic_open(path, "wb") as handle:
+        torch.save({"format": FORMAT, "seqtool": __version__, **payload}, handle)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint with weights_only=True; anything else fails with one clear line."""
+    path = Path(path)
+    if not path.is_file():
+        raise SeqtoolError(f"{path}: no such checkpoint")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError,
+            AttributeError, TypeError, ImportError, IndexError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+        raise SeqtoolError(f"{path}: not a readable seqtool checkpoint ({reason[:200]})") from None
+    if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED):
+        raise SeqtoolError(f"{path}: not a seqtool checkpoint (missing {', '.join(REQUIRED)})")
+    if payload["format"] != FORMAT:
+        raise SeqtoolError(f"{path}: checkpoint format {payload['format']} is not supported "
+                           f"(this seqtool {__version__} reads format {FORMAT})")
+    return payload
+
+
+def link_atomic(target: Path, name: Path) -> None:
+    """Make `name` refer to `target`'s bytes, replacing it in one rename."""
+    tmp = name.with_name(f".{name.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(target, tmp)
+    except OSError:
+        shutil.copyfile(target, tmp)
+    os.replace(tmp, name)
+
+
+class CheckpointDir:
+    """Step checkpoints with keep-last-k pruning; `best` entries survive pruning."""
+
+    def __init__(self, directory: Path, keep_last: int, keep_best: int):
+        self.directory, self.keep_last, self.keep_best = Path(directory), keep_last, keep_best
+        self.latest_step: int | None = None
+
+    def step_path(self, step: int) -> Path:
+        return self.directory / f"step_{step:08d}.pt"
+
+    def save(self, step: int, payload: dict, best_steps: list[int], is_best: bool) -> Path:
+        path = self.step_path(step)
+        save_checkpoint(path, payload)
+        link_atomic(path, self.directory / "latest.pt")
+        if is_best and self.keep_best:
+            link_atomic(path, self.directory / "best.pt")
+        self._prune(set(best_steps[: self.keep_best]))
+        return path
+
+    def _prune(self, protected: set[int]) -> None:
+        steps = sorted(int(p.stem[5:]) for p in self.directory.glob("step_*.pt"))
+        for step in steps[: -self.keep_last]:
+            if step not in protected:
+                self.step_path(step).unlink(missing_ok=True)
+
+    def latest(self) -> Path | None:
+        path = self.directory / "latest.pt"
+        return path if path.exists() else None
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": _plain(random.getstate())}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value

@@ -1,0 +1,67 @@
+"""Optimizers and learning-rate schedules built from the recipe's specs.
+
+The schedule is a small class of plain numbers (no lambdas) so it saves and resumes exactly:
+    constant      lr
+    inverse_sqrt  lr * min(step / warmup, sqrt(warmup / step))            (Vaswani et al. 2017)
+    step_decay    lr * factor ** floor((step - decay_start) / decay_every + 1) after decay_start
+                  (GNMT: halve every decay_every steps once decay_start is reached)
+    plateau       lr * factor ** (times validation failed to improve for `patience` validations)
+Every schedule but plateau warms up linearly over warmup_steps; lr never drops below min_lr.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from seqtool.recipe.schema import OptimSpec, ScheduleSpec
+
+
+def build_optimizer(params, spec: OptimSpec) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if spec.name in ("adam", "adamw"):
+        cls = torch.optim.Adam if spec.name == "adam" else torch.optim.AdamW
+        return cls(params, lr=spec.lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay)
+    return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.name == "nag",
+                           weight_decay=spec.weight_decay)
+
+
+class Schedule:
+    def __init__(self, spec: ScheduleSpec, base_lr: float):
+        self.spec, self.base_lr = spec, base_lr
+        self.plateau_scale, self.bad, self.best = 1.0, 0, None
+
+    def lr(self, step: int) -> float:
+        s, lr = self.spec, self.base_lr
+        if s.warmup_steps and step < s.warmup_steps and s.name != "plateau":
+            lr *= (step + 1) / s.warmup_steps
+        elif s.name == "inverse_sqrt" and s.warmup_steps:
+            lr *= math.sqrt(s.warmup_steps / max(step, 1))
+        elif s.name == "step_decay" and step >= s.decay_start:
+            lr *= s.factor ** ((step - s.decay_start) // s.decay_every + 1)
+        return max(lr * self.plateau_scale, s.min_lr)
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        lr = self.lr(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def observe(self, value: float, better) -> None:
+        """Plateau decay: called with each validation value and a better(a, b) comparison."""
+        if self.spec.name != "plateau":
+            return
+        if self.best is None or better(value, self.best):
+            self.best, self.bad = value, 0
+            return
+        self.bad += 1
+        if self.bad > self.spec.patience:
+            self.plateau_scale *= self.spec.factor
+            self.bad = 0
+
+    def state_dict(self) -> dict:
+        return {"plateau_scale": self.plateau_scale, "bad": self.bad, "best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.plateau_scale, self.bad, self.best = state["plateau_scale"], state["bad"], state["best"]

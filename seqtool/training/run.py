@@ -1,0 +1,120 @@
+"""`seqtool train`: prepare the data, build the model, train, and report on the test split."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import torch
+
+from seqtool.data.datasets import PreparedData
+from seqtool.data.prepare import prepare, prepared_dir
+from seqtool.data.vocab import Vocabs
+from seqtool.decoding.search import SearchSettings
+from seqtool.errors import SeqtoolError
+from seqtool.observe import Observer
+from seqtool.recipe import Recipe, dump_recipe
+from seqtool.runs import build_model, count_parameters, pack_tokenizer, pick_device, tokenizer_sha256
+from seqtool.tasks import build_task
+from seqtool.training.checkpoint import CheckpointDir, load_checkpoint
+from seqtool.training.distributed import DistInfo, barrier, init_distributed
+from seqtool.training.trainer import Trainer
+
+_MAY_CHANGE = ("train", "log", "eval", "decode", "output_dir")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train_recipe(recipe: Recipe, *, resume: bool = False) -> dict:
+    """Train a recipe in its run directory; returns the final test (or validation) metrics."""
+    device = pick_device(recipe.train.device)
+    dist_info = init_distributed(device.type)
+    if device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
+    run_dir = Path(recipe.run_dir())
+    latest = run_dir / "checkpoints" / "latest.pt"
+    _check_run_dir(run_dir, latest, resume)
+    data, vocabs, tokenizer_files = _prepare_data(recipe, run_dir, dist_info)
+    seed_everything(recipe.seed)
+    model = build_model(recipe, vocabs).to(device)
+    task = build_task(recipe, data, vocabs, device, rank=dist_info.rank, world=dist_info.world)
+    observer = Observer(run_dir, recipe.log, enabled=dist_info.main, total=recipe.train.max_steps)
+    spec = recipe.train.checkpoint
+    extra = {"recipe": recipe.model_dump(mode="json"), "tokenizer": tokenizer_files,
+             "tokenizer_sha256": tokenizer_sha256(tokenizer_files)}
+    trainer = Trainer(recipe, model, task, observer, CheckpointDir(run_dir / "checkpoints", spec.keep_last, spec.keep_best),
+                      device=device, dist_info=dist_info, extra_payload=extra)
+    if resume:
+        _resume(trainer, recipe, latest, extra, observer)
+    observer.info(f"{recipe.name}: {recipe.model.arch} with {count_parameters(model):,} parameters on {device}"
+                  f"{f' x{dist_info.world} ranks' if dist_info.world > 1 else ''}; run dir {run_dir}")
+    try:
+        state = trainer.train()
+        observer.info(f"finished at step {state.step} (epoch {state.epoch}); best {recipe.train.early_stopping.metric} "
+                      f"{state.best_value} at step {state.best_step}; {state.skipped_steps} steps skipped")
+        return _final_report(recipe, trainer, task, observer, dist_info) if dist_info.main else {}
+    finally:
+        observer.close()
+
+
+def _check_run_dir(run_dir: Path, latest: Path, resume: bool) -> None:
+    if resume and not latest.exists():
+        raise SeqtoolError(f"{run_dir}: nothing to resume (no checkpoints/latest.pt)")
+    if not resume and latest.exists():
+        raise SeqtoolError(f"{run_dir}: already holds a trained run; continue it with --resume, or set "
+                           "output_dir to a new directory")
+
+
+def _prepare_data(recipe: Recipe, run_dir: Path, dist_info: DistInfo):
+    """Rank 0 prepares (a no-op when up to date) and writes the run's recipe; others wait for it."""
+    if dist_info.main:
+        prepare(recipe, log=lambda m: print(m, file=sys.stderr))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_recipe(recipe, run_dir / "recipe.yaml")
+    barrier(dist_info)
+    directory = prepared_dir(recipe)
+    vocabs = Vocabs.load(directory / "tokenizer")
+    return PreparedData(directory), vocabs, pack_tokenizer(directory / "tokenizer")
+
+
+def _resume(trainer: Trainer, recipe: Recipe, latest: Path, extra: dict, observer: Observer) -> None:
+    payload = load_checkpoint(latest)
+    saved = payload["recipe"]
+    if saved["model"] != extra["recipe"]["model"]:
+        raise SeqtoolError(f"{latest}: the checkpoint's model section differs from the recipe's; "
+                           "resume needs the same architecture")
+    if payload.get("tokenizer_sha256") != extra["tokenizer_sha256"]:
+        raise SeqtoolError(f"{latest}: the checkpoint was trained with another tokenizer; resume needs the same data")
+    for key in sorted(set(saved) | set(extra["recipe"])):
+        if key not in _MAY_CHANGE and saved.get(key) != extra["recipe"].get(key):
+            observer.info(f"warning: recipe key {key!r} differs from the checkpoint's; the checkpoint's data "
+                          "order and seed continue")
+    trainer.load_state(payload)
+    trainer.ckpt.latest_step = trainer.state.step
+    observer.truncate_after(trainer.state.step)
+    observer.info(f"resumed from {latest} at step {trainer.state.step} (epoch {trainer.state.epoch})")
+
+
+def _final_report(recipe: Recipe, trainer: Trainer, task, observer: Observer, dist_info: DistInfo) -> dict:
+    """Test metrics of the best checkpoint (the final weights when none is kept), and a few samples."""
+    best = trainer.ckpt.directory / "best.pt"
+    if best.exists():
+        trainer.model.load_state_dict(load_checkpoint(best)["model"])
+    trainer.model.eval()
+    split = "test" if task.data.has("test") else "valid"
+    settings = SearchSettings.from_spec(recipe.decode)
+    metrics = task.evaluate(trainer.model, split, settings)
+    observer.info(f"{split} ({'best' if best.exists() else 'final'} checkpoint): "
+                  + " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    if recipe.task == "translation":
+        hyps, refs = task.decode_split(trainer.model, split, settings, limit=3)
+        sources = task.data.raw_pairs(split)[0][:3]
+        for src, hyp, ref in zip(sources, hyps, refs):
+            observer.info(f"  src: {src}\n  hyp: {hyp}\n  ref: {ref}")
+    return {"split": split, **metrics}

@@ -1,0 +1,274 @@
+"""The one training loop every model shares through `model.loss(batch, label_smoothing, state)`.
+
+A step: take `accumulate` batches, sum their losses normalised by the step's target tokens (over
+all ranks), skip the step if the loss or gradient is not finite, clip, update, schedule. Every
+`validate_every` steps the task measures the model; every `checkpoint.every` steps (and at the end,
+and on SIGINT/SIGTERM) rank 0 writes a checkpoint that lets `--resume` continue exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from seqtool.errors import SeqtoolError
+from seqtool.training.checkpoint import CheckpointDir, rng_state, set_rng_state
+from seqtool.training.distributed import DistInfo, all_sum, broadcast_flag
+from seqtool.training.optim import Schedule, build_optimizer
+
+HIGHER_IS_BETTER = {"bleu", "chrf", "accuracy"}
+
+
+class Stopped(Exception):
+    """Training stopped on a signal after saving; carries the signal number."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"stopped by signal {signum} at step {step}; continue with --resume")
+        self.signum = signum
+
+
+@dataclass
+class TrainerState:
+    step: int = 0
+    epoch: int = 0
+    position: int = 0  # global batches of this epoch already consumed (all ranks together)
+    best_value: float | None = None
+    best_step: int | None = None
+    ranking: list = field(default_factory=list)  # [(value, step)] best first, for keep_best
+    bad_validations: int = 0
+    bad_steps: int = 0  # consecutive non-finite steps
+    skipped_steps: int = 0
+    elapsed: float = 0.0  # training seconds before this process started
+    last_validated: int = -1
+
+    def to_dict(self) -> dict:
+        return {k: [list(r) for r in v] if k == "ranking" else v for k, v in self.__dict__.items()}
+
+
+class LossModule(nn.Module):
+    """Routes DDP's forward to model.loss so gradients synchronise (DDP hooks only fire in forward)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, label_smoothing: float, state=None):
+        return self.model.loss(batch, label_smoothing, state)
+
+
+class Trainer:
+    def __init__(self, recipe, model, task, observer, checkpoints: CheckpointDir, *, device: torch.device,
+                 dist_info: DistInfo = DistInfo(), extra_payload: dict | None = None):
+        self.recipe, self.spec = recipe, recipe.train
+        self.model, self.task, self.obs, self.ckpt = model, task, observer, checkpoints
+        self.device, self.dist = device, dist_info
+        self.extra_payload = extra_payload or {}
+        self.optimizer = build_optimizer(model.parameters(), self.spec.optimizer)
+        self.schedule = Schedule(self.spec.schedule, self.spec.optimizer.lr)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self._amp_dtype() == torch.float16)
+        self.state = TrainerState()
+        self.carry = None
+        self.loss_module = self._wrap(model)
+        self._batches: list | None = None
+        self._stop_signal: int | None = None
+        self.lr = self.spec.optimizer.lr
+        self._started = time.perf_counter()
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        module = LossModule(model)
+        if self.spec.compile:
+            module = torch.compile(module)
+        if self.dist.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            module = nn.parallel.DistributedDataParallel(module, device_ids=ids)
+        return module
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        if self.device.type != "cuda" or self.spec.precision == "fp32":
+            return None
+        return torch.bfloat16 if self.spec.precision == "bf16" else torch.float16
+
+    def load_state(self, payload: dict) -> None:
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.schedule.load_state_dict(payload["schedule"])
+        if payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
+        trainer = dict(payload["trainer"])
+        trainer["ranking"] = [tuple(r) for r in trainer["ranking"]]
+        self.state = TrainerState(**trainer)
+        self.carry = payload.get("carry")
+        set_rng_state(payload["rng"])
+
+    def payload(self) -> dict:
+        self.state.elapsed = self._elapsed()
+        return {**self.extra_payload, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                "trainer": self.state.to_dict(), "rng": rng_state(), "carry": self.carry}
+
+    # -- the loop ------------------------------------------------------------------------------
+    def train(self) -> TrainerState:
+        """Run until a limit is reached; returns the final state."""
+        self._install_signals()
+        tokens, nll_sum, tick = 0, 0.0, time.perf_counter()
+        try:
+            while not self._finished():
+                ntok, nll = self._step()
+                tokens, nll_sum = tokens + ntok, nll_sum + nll
+                if self.state.step % self.recipe.log.every == 0:
+                    self._log_train(nll_sum, tokens, tokens / max(time.perf_counter() - tick, 1e-9))
+                    tokens, nll_sum = 0, 0.0
+                self._maybe_validate_and_save()
+                tick = tick if tokens else time.perf_counter()
+                if self._stop_signal is not None:
+                    self._save()
+                    raise Stopped(self._stop_signal, self.state.step)
+            if self.state.last_validated != self.state.step:
+                self._validate()
+            self._save()
+        finally:
+            self._restore_signals()
+        return self.state
+
+    def _finished(self) -> bool:
+        s, spec = self.state, self.spec
+        done = (spec.max_steps is not None and s.step >= spec.max_steps) or (
+            spec.max_epochs is not None and s.epoch >= spec.max_epochs) or (
+            spec.max_minutes is not None and self._elapsed() >= spec.max_minutes * 60) or (
+            spec.early_stopping.patience is not None and s.bad_validations >= spec.early_stopping.patience)
+        return broadcast_flag(done, self.dist, self.device)
+
+    def _elapsed(self) -> float:
+        return self.state.elapsed + time.perf_counter() - self._started
+
+    def _next_items(self, count: int) -> list:
+        """The next `count` batches for this rank, rolling over epochs; position counts global batches."""
+        items = []
+        while len(items) < count:
+            if self._batches is None:
+                self._batches = self.task.epoch_batches(self.state.epoch)
+            local = self.state.position // self.dist.world
+            if local >= len(self._batches):
+                self.state.epoch, self.state.position, self._batches = self.state.epoch + 1, 0, None
+                continue
+            items.append(self._batches[local])
+            self.state.position += self.dist.world
+        return items
+
+    def _step(self) -> tuple[int, float]:
+        """One optimizer update; returns (target tokens on all ranks, summed NLL)."""
+        batches = [self.task.batch(item) for item in self._next_items(self.spec.accumulate)]
+        ntok = int(all_sum(sum(b.ntokens for b in batches), self.dist, self.device))
+        self.loss_module.train()
+        nll = 0.0
+        for i, batch in enumerate(batches):
+            sync = contextlib.nullcontext() if i == len(batches) - 1 or self.dist.world == 1 else self.loss_module.no_sync()
+            with sync, torch.autocast(self.device.type, dtype=self._amp_dtype() or torch.float32,
+                                      enabled=self._amp_dtype() is not None):
+                out = self.loss_module(batch, self.spec.label_smoothing, self.carry)
+                self.scaler.scale(out.loss * (self.dist.world / max(ntok, 1))).backward()
+            self.carry = out.state
+            nll += float(out.nll)
+        nll = all_sum(nll, self.dist, self.device)
+        self._update(nll)
+        return ntok, nll
+
+    def _update(self, nll: float) -> None:
+        self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.spec.clip_norm or float("inf"))
+        lr = self.schedule.apply(self.optimizer, self.state.step)
+        if not (math.isfinite(nll) and math.isfinite(float(norm))):
+            self._skip_step(nll)
+        else:
+            self.scaler.step(self.optimizer)
+            self.state.bad_steps = 0
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        self.lr = lr
+
+    def _skip_step(self, nll: float) -> None:
+        self.state.bad_steps += 1
+        self.state.skipped_steps += 1
+        self.carry = None
+        self.obs.info(f"step {self.state.step + 1}: non-finite loss or gradient ({nll}); step skipped "
+                      f"({self.state.bad_steps} in a row)")
+        if self.state.bad_steps >= self.spec.max_bad_steps:
+            raise SeqtoolError(f"training diverged: {self.state.bad_steps} consecutive steps with a non-finite "
+                               f"loss at step {self.state.step + 1}; the last good checkpoint is kept "
+                               "(lower train.optimizer.lr or set train.clip_norm)")
+
+    # -- validation, checkpoints, logs ---------------------------------------------------------
+    def _maybe_validate_and_save(self) -> None:
+        step = self.state.step
+        if step % self.spec.validate_every == 0:
+            self._validate()
+        if step % self.spec.checkpoint.every == 0:
+            self._save()
+
+    def _validate(self) -> dict:
+        self.model.eval()
+        metrics = self.task.validate(self.model)
+        metric = self.spec.early_stopping.metric
+        if metric not in metrics:
+            raise SeqtoolError(f"train.early_stopping.metric: {metric!r} is not measured by task "
+                               f"{self.recipe.task!r} (it measures {', '.join(metrics)})")
+        self._track_best(metrics[metric])
+        self.state.last_validated = self.state.step
+        self.obs.scalars(self.state.step, "valid", metrics)
+        shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        self.obs.info(f"valid step {self.state.step}: {shown}" + (" (best)" if self._is_best() else ""))
+        return metrics
+
+    def _better(self, a: float, b: float) -> bool:
+        return a > b if self.spec.early_stopping.metric in HIGHER_IS_BETTER else a < b
+
+    def _track_best(self, value: float) -> None:
+        s = self.state
+        if s.best_value is None or self._better(value, s.best_value):
+            s.best_value, s.best_step, s.bad_validations = value, s.step, 0
+        else:
+            s.bad_validations += 1
+        s.ranking = sorted([*s.ranking, (value, s.step)], key=lambda r: -r[0] if self.spec.early_stopping.metric in HIGHER_IS_BETTER else r[0])
+        self.schedule.observe(value, self._better)
+
+    def _is_best(self) -> bool:
+        return self.state.best_step == self.state.step
+
+    def _save(self) -> None:
+        if not self.dist.main or (self.ckpt.latest_step == self.state.step):
+            return
+        best_steps = [step for _, step in self.state.ranking]
+        self.ckpt.save(self.state.step, self.payload(), best_steps, self._is_best())
+        self.ckpt.latest_step = self.state.step
+
+    def _log_train(self, nll: float, ntok: int, rate: float) -> None:
+        loss = nll / max(ntok, 1)
+        values = {"loss": loss, "ppl": math.exp(min(loss, 50)), "lr": self.lr, "tokens_per_s": rate}
+        self.obs.scalars(self.state.step, "train", values)
+        self.obs.progress(self.state.step, f"loss {loss:.3f} lr {self.lr:.2e} {rate:.0f} tok/s")
+        if self.obs.bar is None:
+            self.obs.info(f"step {self.state.step} epoch {self.state.epoch}: loss {loss:.4f} "
+                          f"lr {self.lr:.3g} {rate:.0f} tok/s")
+
+    # -- signals -------------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        self._previous = {}
+        with contextlib.suppress(ValueError):  # not in the main thread
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, _frame) -> None:
+        self._stop_signal = signum
+
+    def _restore_signals(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,88 @@
+"""Shared fixtures: real data slices from ../shared/data, tiny generated corpora, CPU only."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SEQTOOL_TEST_DATA", REPO.parent / "shared" / "data"))
+
+torch.set_num_threads(1)
+
+
+def shared(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared corpus not available: {path}")
+    return path
+
+
+def head(src: Path, dst: Path, lines: int, skip: int = 0) -> Path:
+    """The first `lines` lines of a file (after `skip`), as a small test corpus."""
+    with open(src, encoding="utf-8") as handle:
+        chunk = [line for i, line in enumerate(handle) if skip <= i < skip + lines]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text("".join(chunk), encoding="utf-8")
+    return dst
+
+
+@pytest.fixture
+def multi30k_slice(tmp_path: Path) -> Path:
+    """A data root holding small slices of Multi30k de-en (train 2000, val 100, test 100)."""
+    root = tmp_path / "data"
+    sizes = {"train": 2000, "val": 100, "test2016": 100}
+    for stem, n in sizes.items():
+        for lang in ("de", "en"):
+            head(shared("multi30k", f"{stem}.{lang}"), root / "multi30k" / f"{stem}.{lang}", n)
+    return root
+
+
+@pytest.fixture
+def ptb_slice(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    for split, n in {"train": 3000, "valid": 300, "test": 300}.items():
+        head(shared("ptb", f"ptb.{split}.txt"), root / "ptb" / f"ptb.{split}.txt", n)
+    return root
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None, stdin: str | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m seqtool ARGS` as a user would, capturing text output."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "seqtool", *args], cwd=cwd, env=full_env, input=stdin,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+TINY_TRANSLATION = """
+recipe_version: 1
+name: tiny
+task: translation
+seed: 1
+data:
+  generate: {task: num2words, train: 1500, valid: 60, test: 60, max_digits: 3}
+  tokenizer: {kind: word, vocab_size: null, joint: false}
+model: {arch: rnn_seq2seq, embed_dim: 24, hidden_dim: 48, encoder_layers: 1, decoder_layers: 1, dropout: 0.0}
+train:
+  optimizer: {name: adam, lr: 0.005}
+  batch_tokens: 600
+  max_steps: 40
+  validate_every: 20
+  checkpoint: {every: 10, keep_last: 10, keep_best: 1}
+  early_stopping: {metric: bleu}
+decode: {beam: 3, max_len_a: 3.0, max_len_b: 5}
+eval: {valid_beam: 1}
+log: {tensorboard: false, progress: plain, every: 1}
+"""
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_TRANSLATION, encoding="utf-8")
+    return path

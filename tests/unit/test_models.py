@@ -1,0 +1,105 @@
+"""Model contracts: stepwise decoding equals teacher forcing; padding and batching change nothing;
+an LM scored block by block with carried state equals one long forward."""
+
+import pytest
+import torch
+
+from seqtool.models.base import VocabSizes
+from seqtool.models.rnn import RNNLM, RNNLMConfig, RNNSeq2Seq, RNNSeq2SeqConfig
+
+SEQ2SEQ = [
+    dict(cell="lstm", attention="general"),
+    dict(cell="gru", attention="bahdanau", input_feeding=True),
+    dict(cell="rnn", attention="dot", bidirectional=False, bridge=False),
+    dict(cell="lstm", attention="bahdanau", tie_embeddings=True, share_embeddings=True),
+]
+
+
+def _batch():
+    torch.manual_seed(0)
+    src = torch.randint(4, 40, (4, 9))
+    src[1, 6:] = 0
+    src[3, 3:] = 0
+    tgt = torch.randint(4, 40, (4, 6))
+    return src, src != 0, tgt
+
+
+@pytest.mark.parametrize("options", SEQ2SEQ)
+def test_seq2seq_stepwise_equals_teacher_forcing(options):
+    model = RNNSeq2Seq(RNNSeq2SeqConfig(embed_dim=16, hidden_dim=24, dropout=0.0, **options), VocabSizes(40, 40)).eval()
+    src, mask, tgt = _batch()
+    full = torch.log_softmax(model.out(model(src, mask, tgt)), -1)
+    enc = model.encode(src, mask)
+    state = model.start(enc)
+    for t in range(tgt.size(1)):
+        out = model.step(tgt[:, t], state, enc)
+        state = out.state
+        assert torch.allclose(out.log_probs, full[:, t], atol=1e-5)
+        assert torch.allclose(out.attn.sum(-1), torch.ones(4))
+        assert (out.attn[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("options", SEQ2SEQ)
+def test_seq2seq_rows_do_not_see_padding_or_neighbours(options):
+    model = RNNSeq2Seq(RNNSeq2SeqConfig(embed_dim=16, hidden_dim=24, dropout=0.0, **options), VocabSizes(40, 40)).eval()
+    src, mask, tgt = _batch()
+    full = model(src, mask, tgt)
+    alone = model(src[3:4, :3], mask[3:4, :3], tgt[3:4])
+    assert torch.allclose(full[3:4], alone, atol=1e-5)
+
+
+def test_gradients_reach_every_parameter():
+    model = RNNSeq2Seq(RNNSeq2SeqConfig(embed_dim=16, hidden_dim=24, input_feeding=True), VocabSizes(40, 40))
+    src, mask, tgt = _batch()
+    model.out(model(src, mask, tgt)).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_lm_blocks_with_carried_state_equal_one_pass(cell):
+    model = RNNLM(RNNLMConfig(cell=cell, embed_dim=16, hidden_dim=16, layers=2), 30).eval()
+    x = torch.randint(4, 30, (3, 12))
+    full, _ = model(x)
+    first, state = model(x[:, :5])
+    second, _ = model(x[:, 5:], state)
+    assert torch.allclose(torch.cat([first, second], 1), full, atol=1e-5)
+
+
+def test_tied_lm_shares_one_matrix():
+    model = RNNLM(RNNLMConfig(embed_dim=16, hidden_dim=16, tie_embeddings=True), 30)
+    assert model.out.weight is model.embed.weight
+
+
+def test_fused_loss_matches_cross_entropy_and_its_gradients():
+    from torch import nn
+
+    from seqtool.training.losses import output_loss
+
+    torch.manual_seed(0)
+    out = nn.Linear(8, 50)
+    feats = torch.randn(3, 7, 8, requires_grad=True)
+    targets = torch.randint(4, 50, (3, 7))
+    targets[0, 5:] = 0
+    loss, nll = output_loss(feats, targets, out, 0.1)
+    loss.backward()
+    ours = [feats.grad.clone(), out.weight.grad.clone(), out.bias.grad.clone()]
+    feats.grad = out.weight.grad = out.bias.grad = None
+    logits = out(feats).view(-1, 50)
+    ref = nn.functional.cross_entropy(logits, targets.view(-1), ignore_index=0, label_smoothing=0.1, reduction="sum")
+    ref.backward()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert nll.item() == pytest.approx(nn.functional.cross_entropy(logits, targets.view(-1), ignore_index=0,
+                                                                   reduction="sum").item(), rel=1e-5)
+    for a, b in zip(ours, [feats.grad, out.weight.grad, out.bias.grad]):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_fast_dropout_keeps_the_expectation():
+    from seqtool.models.layers import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.3).train()
+    y = drop(torch.ones(200_000))
+    assert abs((y == 0).float().mean().item() - 0.3) < 0.005
+    assert abs(y.mean().item() - 1.0) < 0.01
+    assert torch.equal(drop.eval()(torch.ones(5)), torch.ones(5))

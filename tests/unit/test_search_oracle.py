@@ -1,0 +1,181 @@
+"""Beam search against hand-written probability tables and an exhaustive search."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from seqtool.data.tokenizer import BOS, EOS
+from seqtool.decoding.penalties import gnmt_score
+from seqtool.decoding.search import SearchSettings, beam_search, search
+from seqtool.models.base import Rows, Seq2SeqModel, StepOut
+
+V = 7  # pad, bos, eos, unk, and the real tokens 4, 5, 6
+WORDS = (4, 5, 6)
+
+
+@dataclass
+class Enc(Rows):
+    sentence: torch.Tensor  # (N,) which table each row reads
+
+
+@dataclass
+class Prefix(Rows):
+    tokens: torch.Tensor  # (N, t) generated so far
+
+
+class TableModel(Seq2SeqModel):
+    """p(next | prefix) from per-sentence tables {prefix tuple: {token: prob}}; unlisted prefixes use
+    `default`. Attention is a fixed distribution per prefix length so coverage penalties are testable."""
+
+    def __init__(self, tables: list[dict], default: dict, attn: list[list[float]] | None = None):
+        super().__init__()
+        self.tables, self.default, self.attn = tables, default, attn
+
+    def encode(self, src, src_mask):
+        return Enc(src[:, 0] - 4)
+
+    def start(self, enc):
+        return Prefix(torch.zeros(enc.sentence.numel(), 0, dtype=torch.long))
+
+    def probs(self, sentence: int, prefix: tuple) -> dict:
+        return self.tables[sentence].get(prefix, self.default)
+
+    def step(self, prev, state, enc):
+        first = bool((prev == BOS).all())
+        tokens = state.tokens if first else torch.cat([state.tokens, prev[:, None]], 1)
+        lp = torch.full((prev.numel(), V), -1e9)
+        for row, (s, prefix) in enumerate(zip(enc.sentence.tolist(), tokens.tolist())):
+            for tok, p in self.probs(s, tuple(prefix)).items():
+                lp[row, tok] = math.log(p)
+        attn = None
+        if self.attn is not None:
+            attn = torch.tensor(self.attn[min(tokens.size(1), len(self.attn) - 1)]).expand(prev.numel(), -1)
+        return StepOut(lp, attn, Prefix(tokens))
+
+
+def _src(sentences: list[int], length: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    src = torch.tensor([[4 + s] * length + [EOS] for s in sentences])
+    return src, torch.ones_like(src, dtype=torch.bool)
+
+
+def exhaustive(model: TableModel, sentence: int, max_len: int, settings: SearchSettings, src_mask=None):
+    """Score every output of up to max_len tokens (EOS included) exactly as the search scores them."""
+    best = None
+    for n in range(max_len):
+        for body in itertools.product(WORDS, repeat=n):
+            logp, ok, attn = 0.0, True, torch.zeros(3)
+            for t, tok in enumerate((*body, EOS)):
+                p = model.probs(sentence, tuple(body[:t])).get(tok, 0.0)
+                if p == 0.0:
+                    ok = False
+                    break
+                logp += math.log(p)
+                if model.attn is not None:
+                    attn += torch.tensor(model.attn[min(t, len(model.attn) - 1)])
+            if not ok:
+                continue
+            score = float(gnmt_score(torch.tensor([logp]), torch.tensor([n + 1]), attn[None] if model.attn else None,
+                                     src_mask, alpha=settings.alpha, beta=settings.beta))
+            if best is None or score > best[1] + 1e-9:
+                best = (list(body), score)
+    return best
+
+
+# root: 4 is likeliest but leads nowhere good; 5 then EOS is the best whole sequence.
+TRAP = {(): {4: 0.5, 5: 0.4, EOS: 0.1}, (4,): {4: 0.36, 5: 0.34, EOS: 0.3}, (5,): {EOS: 0.9, 6: 0.1},
+        (4, 4): {EOS: 0.6, 6: 0.4}, (4, 5): {EOS: 0.5, 6: 0.5}, (5, 6): {EOS: 1.0}}
+UNIFORM = {4: 0.3, 5: 0.3, 6: 0.2, EOS: 0.2}
+
+
+def test_greedy_falls_into_the_trap_and_beam_two_escapes_it():
+    model = TableModel([TRAP], UNIFORM)
+    src, mask = _src([0])
+    greedy = search(model, src, mask, SearchSettings(beam=1, max_len_a=0, max_len_b=4))[0][0]
+    beam = search(model, src, mask, SearchSettings(beam=2, max_len_a=0, max_len_b=4))[0][0]
+    assert greedy.tokens == [4, 4]  # 0.5 * 0.36 * 0.6 = 0.108
+    assert beam.tokens == [5]  # 0.4 * 0.9 = 0.36
+    assert beam.log_prob == pytest.approx(math.log(0.36))
+    assert beam.score == pytest.approx(math.log(0.36))
+
+
+def test_length_penalty_changes_the_winner_by_hand():
+    # Outputs of at most 3 tokens (EOS included) and their probabilities under TRAP:
+    #   EOS .1 | 4 EOS .15 | 4 4 EOS .108 | 4 5 EOS .085 | 5 EOS .36 | 5 6 EOS .04
+    # alpha=0: "5" wins. alpha=10: lp(2) = (7/6)^10 = 4.67, lp(3) = (8/6)^10 = 17.76, so
+    #   5 EOS: log .36 / 4.67 = -0.219 and 4 4 EOS: log .108 / 17.76 = -0.125 (the best).
+    model = TableModel([TRAP], UNIFORM)
+    src, mask = _src([0])
+    plain = search(model, src, mask, SearchSettings(beam=4, max_len_a=0, max_len_b=3))[0][0]
+    long = search(model, src, mask, SearchSettings(beam=4, alpha=10.0, max_len_a=0, max_len_b=3))[0][0]
+    assert plain.tokens == [5]
+    assert long.tokens == [4, 4]
+    assert long.score == pytest.approx(math.log(0.108) / (8 / 6) ** 10)
+
+
+@pytest.mark.parametrize("alpha,beta", [(0.0, 0.0), (0.6, 0.0), (1.0, 0.0), (0.0, 0.4), (0.6, 0.2)])
+def test_wide_beam_equals_exhaustive_search(alpha, beta):
+    torch.manual_seed(0)
+    tables = []
+    for _ in range(3):  # random tables over every prefix up to length 3
+        table = {}
+        for n in range(4):
+            for prefix in itertools.product(WORDS, repeat=n):
+                p = torch.rand(4) ** 2 + 0.01
+                table[prefix] = dict(zip((4, 5, 6, EOS), (p / p.sum()).tolist()))
+        tables.append(table)
+    attn = [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.3, 0.3, 0.4]]
+    model = TableModel(tables, UNIFORM, attn if beta else None)
+    settings = SearchSettings(beam=40, alpha=alpha, beta=beta, max_len_a=0, max_len_b=4)
+    src, mask = _src([0, 1, 2])
+    results = beam_search(model, src, mask, settings)
+    for s in range(3):
+        tokens, score = exhaustive(model, s, 4, settings, mask[:1])
+        assert results[s][0].tokens == tokens
+        assert results[s][0].score == pytest.approx(score, abs=1e-5)
+
+
+def test_output_does_not_depend_on_batch_size_or_neighbours():
+    torch.manual_seed(1)
+    tables = [{(): dict(zip((4, 5, 6, EOS), (torch.rand(4) + 0.1).softmax(0).tolist()))} for _ in range(5)]
+    model = TableModel(tables, UNIFORM)
+    settings = SearchSettings(beam=3, alpha=0.6, max_len_a=0, max_len_b=5, n_best=3)
+    src, mask = _src(list(range(5)))
+    together = beam_search(model, src, mask, settings)
+    for s in range(5):
+        alone = beam_search(model, src[s : s + 1], mask[s : s + 1], settings)[0]
+        assert [(h.tokens, round(h.score, 6)) for h in alone] == [(h.tokens, round(h.score, 6)) for h in together[s]]
+
+
+def test_n_best_is_sorted_distinct_and_sized():
+    model = TableModel([TRAP], UNIFORM)
+    src, mask = _src([0])
+    hyps = search(model, src, mask, SearchSettings(beam=4, n_best=3, max_len_a=0, max_len_b=3))[0]
+    assert len(hyps) == 3
+    assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+    assert len({tuple(h.tokens) for h in hyps}) == 3
+
+
+def test_length_limit_forces_eos():
+    always_go_on = {4: 0.97, EOS: 0.03}
+    model = TableModel([{}], always_go_on)
+    src, mask = _src([0], length=2)  # |x| = 2, limit = 1.0 * 2 + 1 = 3 tokens with EOS
+    hyps = search(model, src, mask, SearchSettings(beam=3, n_best=3, max_len_a=1.0, max_len_b=1))[0]
+    assert sorted(len(h.tokens) for h in hyps) == [0, 1, 2]  # the 2-token one ended by the limit
+    assert hyps[-1].log_prob == pytest.approx(math.log(0.97 * 0.97 * 0.03))
+
+
+def test_sampling_is_seeded_and_follows_the_table():
+    model = TableModel([{(): {4: 0.8, 5: 0.2}}], {EOS: 1.0})
+    src, mask = _src([0])
+    settings = SearchSettings(sample=True, n_best=400, max_len_a=0, max_len_b=3)
+    draws = [h.tokens[0] for h in search(model, src, mask, settings, torch.Generator().manual_seed(0))[0]]
+    again = [h.tokens[0] for h in search(model, src, mask, settings, torch.Generator().manual_seed(0))[0]]
+    assert draws == again
+    assert 0.7 < draws.count(4) / len(draws) < 0.9
+    top1 = SearchSettings(sample=True, n_best=50, top_k=1, max_len_a=0, max_len_b=3)
+    assert {h.tokens[0] for h in search(model, src, mask, top1, torch.Generator().manual_seed(0))[0]} == {4}
