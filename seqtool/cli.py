@@ -15,7 +15,8 @@ from seqtool.errors import SeqtoolError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, evaluate and decode language and translation models from YAML recipes.")
 
-SetOpt = Annotated[list[str], typer.Option("--set", help="override a recipe key: --set train.max_steps=200 (repeatable)")]
+SetOpt = Annotated[list[str], typer.Option("--set", help="override a recipe key: --set train.max_steps=200 "
+                                                          "(repeatable)")]
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="run directory or checkpoint .pt file")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or auto (overrides train.device)")]
 
@@ -47,7 +48,16 @@ def check(recipe: Path, set_: SetOpt = []) -> None:
 
 
 @app.command()
-def train(recipe: Path, set_: SetOpt = [], resume: Annotated[bool, typer.Option(help="continue from the last checkpoint")] = False,
+def keys() -> None:
+    """Print every recipe key with its type, default and meaning (Markdown)."""
+    from seqtool.recipe.reference import markdown_reference
+
+    print(markdown_reference(), end="")
+
+
+@app.command()
+def train(recipe: Path, set_: SetOpt = [],
+          resume: Annotated[bool, typer.Option(help="continue from the last checkpoint")] = False,
           device: DeviceOpt = None) -> None:
     """Train a recipe (preparing its data first when needed), then report on its test split."""
     from seqtool.training.run import train_recipe

@@ -13,7 +13,8 @@ from seqtool.util.files import atomic_write_text
 
 
 class Observer:
-    def __init__(self, run_dir: Path | None, spec: LogSpec, *, enabled: bool = True, total: int | None = None):
+    def __init__(self, run_dir: Path | None, spec: LogSpec, *, enabled: bool = True, total: int | None = None,
+                 resume_step: int | None = None):
         self.enabled = enabled and run_dir is not None
         self.spec = spec
         self.run_dir = run_dir
@@ -26,7 +27,9 @@ class Observer:
         if spec.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(run_dir / "tb"))
+            # on resume, events logged after the checkpoint are purged so curves are not doubled
+            purge = None if resume_step is None else resume_step + 1
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=purge)
         if spec.progress == "rich" and sys.stderr.isatty():
             self.bar = _RichBar(total)
 

@@ -14,7 +14,7 @@ from seqtool.errors import SeqtoolError
 class Entry:
     name: str
     builder: Callable[..., Any]
-    config: type
+    config: type | None
 
 
 class Registry:
@@ -24,7 +24,7 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, *, config: type) -> Callable[[Callable], Callable]:
+    def register(self, name: str, *, config: type | None = None) -> Callable[[Callable], Callable]:
         def decorate(builder: Callable) -> Callable:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
@@ -34,7 +34,7 @@ class Registry:
         return decorate
 
     def get(self, name: str) -> Entry:
-        if name not in self._entries:
+        if not isinstance(name, str) or name not in self._entries:
             close = difflib.get_close_matches(str(name), self.names(), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise SeqtoolError(
@@ -47,3 +47,4 @@ class Registry:
 
 
 MODELS = Registry("model")
+TASKS = Registry("task")

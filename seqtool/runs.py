@@ -21,8 +21,8 @@ from seqtool.recipe import Recipe, recipe_from_dict
 from seqtool.training.checkpoint import load_checkpoint
 
 
-def build_model(recipe: Recipe, vocabs: Vocabs) -> torch.nn.Module:
-    return MODELS.get(recipe.model.arch).builder(recipe.model, VocabSizes(len(vocabs.src), len(vocabs.tgt)))
+def build_model(recipe: Recipe, sizes: VocabSizes) -> torch.nn.Module:
+    return MODELS.get(recipe.model.arch).builder(recipe.model, sizes)
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -30,7 +30,10 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def pack_tokenizer(directory: Path) -> dict[str, torch.Tensor]:
-    """Tokenizer files as uint8 tensors, so they travel inside a weights_only checkpoint."""
+    """Tokenizer files as uint8 tensors, so they travel inside a weights_only checkpoint (none for
+    tasks without a tokenizer)."""
+    if not directory.is_dir():
+        return {}
     return {str(p.relative_to(directory)): torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8)
             for p in sorted(directory.rglob("*")) if p.is_file()}
 
@@ -57,7 +60,7 @@ def unpack_vocabs(files: dict[str, torch.Tensor]) -> Vocabs:
 @dataclass
 class LoadedRun:
     recipe: Recipe
-    vocabs: Vocabs
+    vocabs: Vocabs | None
     model: torch.nn.Module
     payload: dict
     run_dir: Path
@@ -82,10 +85,12 @@ def load_run(target: str | Path, overrides: dict | None = None, device: torch.de
     recipe = recipe_from_dict(raw, source=f"{path} (recipe)")
     run_dir = Path(target) if Path(target).is_dir() else path.parent.parent
     recipe = recipe.model_copy(update={"output_dir": str(run_dir)})
-    if "tokenizer" not in payload:
-        raise SeqtoolError(f"{path}: checkpoint has no tokenizer")
-    vocabs = unpack_vocabs(payload["tokenizer"])
-    model = build_model(recipe, vocabs)
+    vocabs = unpack_vocabs(payload["tokenizer"]) if payload.get("tokenizer") else None
+    try:
+        sizes = VocabSizes(**payload["sizes"])
+    except (KeyError, TypeError):
+        raise SeqtoolError(f"{path}: checkpoint lacks the model's vocabulary sizes") from None
+    model = build_model(recipe, sizes)
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as err:

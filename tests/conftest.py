@@ -69,11 +69,11 @@ data:
   tokenizer: {kind: word, vocab_size: null, joint: false}
 model: {arch: rnn_seq2seq, embed_dim: 24, hidden_dim: 48, encoder_layers: 1, decoder_layers: 1, dropout: 0.0}
 train:
-  optimizer: {name: adam, lr: 0.005}
+  optimizer: {name: adam, lr: 0.01}
   batch_tokens: 600
-  max_steps: 40
-  validate_every: 20
-  checkpoint: {every: 10, keep_last: 10, keep_best: 1}
+  max_steps: 150
+  validate_every: 50
+  checkpoint: {every: 50, keep_last: 10, keep_best: 1}
   early_stopping: {metric: bleu}
 decode: {beam: 3, max_len_a: 3.0, max_len_b: 5}
 eval: {valid_beam: 1}

@@ -11,6 +11,7 @@ from pathlib import Path
 from seqtool.errors import SeqtoolError, located
 
 CHUNK_LINES = 4096
+_HINT = " (data.encoding_errors: replace or skip lets it through)"
 # Control characters (Unicode category Cc) other than tab: invisible to every tokenizer, they
 # would otherwise be learnt as pieces or split words unpredictably, so they become spaces.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -27,7 +28,7 @@ def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
         yield from enumerate(handle, start=1)
 
 
-def decode_line(path: Path, number: int, raw: bytes, errors: str) -> str | None:
+def decode_line(path: Path, number: int, raw: bytes, errors: str, hint: str = "") -> str | None:
     """UTF-8 text of one line; None when errors="skip" drops it.
 
     errors: "strict" fails naming the line and byte offset, "replace" substitutes U+FFFD.
@@ -38,15 +39,14 @@ def decode_line(path: Path, number: int, raw: bytes, errors: str) -> str | None:
         if errors == "skip":
             return None
         if errors == "strict":
-            raise located(path, f"invalid UTF-8 at byte {err.start} of the line "
-                          "(data.encoding_errors: replace or skip lets it through)", number) from None
+            raise located(path, f"invalid UTF-8 at byte {err.start} of the line{hint}", number) from None
         text = raw.decode("utf-8", errors="replace")
     return _CONTROL.sub(" ", text.rstrip("\r\n"))
 
 
-def iter_lines(path: Path, errors: str = "strict") -> Iterator[str]:
+def iter_lines(path: Path, errors: str = "strict", hint: str = _HINT) -> Iterator[str]:
     for number, raw in _raw_lines(path):
-        text = decode_line(path, number, raw, errors)
+        text = decode_line(path, number, raw, errors, hint)
         if text is not None:
             yield text
 
@@ -76,8 +76,8 @@ def iter_pair_chunks(src: Path, tgt: Path, errors: str = "strict") -> Iterator[t
                 f"{src} has {count_lines(src)} lines but {tgt} has {count_lines(tgt)}: "
                 "parallel files must be line-aligned"
             )
-        s_text = decode_line(src, *s_item, errors)
-        t_text = decode_line(tgt, *t_item, errors)
+        s_text = decode_line(src, *s_item, errors, _HINT)
+        t_text = decode_line(tgt, *t_item, errors, _HINT)
         if s_text is None or t_text is None:
             continue
         src_chunk.append(s_text)

@@ -38,7 +38,8 @@ def run_translate(checkpoint: Path, source: Path | None, output: Path | None, ov
     if spec.sample:
         generator = torch.Generator(device=next(run.model.parameters()).device).manual_seed(seed)
     translations = translate_lines(run.model, run.vocabs, read_source(source), settings,
-                                   batch_tokens=spec.batch_tokens, max_src_len=spec.max_src_len,
+                                   batch_tokens=spec.batch_tokens, batch_sentences=spec.batch_sentences,
+                                   max_src_len=spec.max_src_len,
                                    device=next(run.model.parameters()).device, warn=warn, generator=generator)
     sink = atomic_open(output) if output else contextlib.nullcontext(sys.stdout)
     with sink as out:

@@ -26,24 +26,26 @@ class Translation:
     nbest: list[tuple[str, float]]  # (text, score) best first
 
 
-def decode_batches(lengths: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
-    """Indices sorted by length (longest first) cut into batches of at most batch_tokens padded tokens."""
+def decode_batches(lengths: np.ndarray, batch_tokens: int, batch_sentences: int | None = None) -> list[np.ndarray]:
+    """Indices sorted by length (longest first) cut into batches of at most batch_tokens padded tokens
+    and batch_sentences sentences."""
     order = np.argsort(-lengths, kind="stable")
     batches, start = [], 0
     while start < len(order):
         width = int(lengths[order[start]]) + 1
-        size = max(1, batch_tokens // width)
+        size = max(1, min(batch_tokens // width, batch_sentences or len(order)))
         batches.append(order[start : start + size])
         start += size
     return batches
 
 
 def translate_ids(model, sources: list[np.ndarray], settings: SearchSettings, *, batch_tokens: int,
-                  device: torch.device, generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
+                  batch_sentences: int | None = None, device: torch.device,
+                  generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
     """Hypotheses for already-encoded sources, in input order."""
     results: list[list[Hypothesis] | None] = [None] * len(sources)
     lengths = np.fromiter((len(s) for s in sources), dtype=np.int64, count=len(sources))
-    for index in decode_batches(lengths, batch_tokens):
+    for index in decode_batches(lengths, batch_tokens, batch_sentences):
         src = pad_rows([sources[i] for i in index], suffix=EOS).to(device)
         for i, hyps in zip(index, search(model, src, src != 0, settings, generator)):
             results[i] = hyps
@@ -51,7 +53,7 @@ def translate_ids(model, sources: list[np.ndarray], settings: SearchSettings, *,
 
 
 def translate_lines(model, vocabs: Vocabs, lines: Iterable[str], settings: SearchSettings, *,
-                    batch_tokens: int, max_src_len: int, device: torch.device,
+                    batch_tokens: int, max_src_len: int, device: torch.device, batch_sentences: int | None = None,
                     warn: Callable[[str], None] = lambda _: None,
                     generator: torch.Generator | None = None) -> Iterator[Translation]:
     """Translations of raw lines, one per line, in order; over-long inputs are truncated with a warning."""
@@ -64,8 +66,8 @@ def translate_lines(model, vocabs: Vocabs, lines: Iterable[str], settings: Searc
                 warn(f"line {number}: {len(ids)} source tokens, truncated to decode.max_src_len={max_src_len}")
                 ids = ids[:max_src_len]
             sources.append(np.asarray(ids, dtype=np.int64))
-        for hyps in translate_ids(model, sources, settings, batch_tokens=batch_tokens, device=device,
-                                  generator=generator):
+        for hyps in translate_ids(model, sources, settings, batch_tokens=batch_tokens,
+                                  batch_sentences=batch_sentences, device=device, generator=generator):
             nbest = [(vocabs.tgt.decode(h.tokens), h.score) for h in hyps]
             yield Translation(nbest[0][0], nbest)
 

@@ -11,11 +11,12 @@ from seqtool.evaluation.metrics import MetricResult, corpus_metrics
 KNOWN = ("bleu", "chrf", "ter")
 
 
-def score_files(hypothesis: Path, reference: Path, metrics: list[str], tokenize: str = "13a") -> dict[str, MetricResult]:
+def score_files(hypothesis: Path, reference: Path, metrics: list[str],
+                tokenize: str = "13a") -> dict[str, MetricResult]:
     unknown = [m for m in metrics if m not in KNOWN]
     if unknown or not metrics:
         raise SeqtoolError(f"--metrics: unknown metric {', '.join(unknown) or '(none)'} (known: {', '.join(KNOWN)})")
-    hyps, refs = list(iter_lines(hypothesis)), list(iter_lines(reference))
+    hyps, refs = list(iter_lines(hypothesis, hint="")), list(iter_lines(reference, hint=""))
     if len(hyps) != len(refs):
         raise SeqtoolError(f"{hypothesis} has {len(hyps)} lines but {reference} has {len(refs)}: "
                            "hypotheses and references must be line-aligned")

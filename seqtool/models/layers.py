@@ -38,7 +38,8 @@ class Attention(nn.Module):
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, memory: torch.Tensor,
                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """query (B, T, Q), keys from self.keys, memory (B, S, K), mask (B, S) -> context (B, T, K), weights (B, T, S)."""
+        """query (B, T, Q), keys (from self.keys), memory (B, S, K), mask (B, S)
+        -> context (B, T, K), weights (B, T, S)."""
         if self.kind == "bahdanau":
             hidden = torch.tanh(self.query_proj(query).unsqueeze(2) + keys.unsqueeze(1))  # (B, T, S, A)
             scores = self.v(hidden).squeeze(-1)

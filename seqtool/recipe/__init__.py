@@ -47,6 +47,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
 
 def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     """Validate a plain mapping in two steps: the model section by its registered config, then the rest."""
+    import seqtool.tasks  # noqa: F401  (registers the tasks the schema checks against)
     from seqtool.models import MODELS
 
     model = raw.get("model")
@@ -62,6 +63,8 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     except ValidationError as err:
         prefix = ("model",) if err.title == config_cls.__name__ else ()
         raise SeqtoolError(f"{source}: {describe_error(err, prefix, config_cls)}") from None
+    except SeqtoolError as err:  # an unknown task
+        raise SeqtoolError(f"{source}: task: {err}") from None
 
 
 def dump_recipe(recipe: Recipe, path: str | Path) -> None:

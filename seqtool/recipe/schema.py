@@ -179,7 +179,8 @@ class DecodeSpec(Spec):
     max_len_a: float = Field(1.5, ge=0, description="output length limit a*|src| + b")
     max_len_b: int = Field(10, ge=1)
     max_src_len: int = Field(256, gt=0, description="translate: longer inputs are truncated (with a warning)")
-    batch_tokens: int = Field(6000, gt=0, description="source tokens per decoding batch")
+    batch_tokens: int = Field(6000, gt=0, description="padded source tokens per decoding batch")
+    batch_sentences: int | None = Field(None, gt=0, description="at most this many sentences per decoding batch")
     sample: bool = Field(False, description="sample instead of searching")
     temperature: float = Field(1.0, gt=0)
     top_k: int = Field(0, ge=0, description="sampling: keep the k most likely tokens (0 = all)")
@@ -213,7 +214,7 @@ class LogSpec(Spec):
 class Recipe(Spec):
     recipe_version: int = Field(RECIPE_VERSION, description="recipe format version")
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="run name; default run dir runs/<name>")
-    task: Literal["translation", "lm"] = "translation"
+    task: str = Field("translation", description="a registered task: translation, lm (see seqtool/tasks)")
     seed: int = Field(1, description="seed for initialisation, batch order and dropout")
     output_dir: str | None = Field(None, description="run directory (default runs/<name>)")
     data: DataSpec
@@ -234,23 +235,19 @@ class Recipe(Spec):
 
 
 def _cross_field_problems(r: Recipe) -> list[str]:
+    from seqtool.registry import TASKS
+
     problems = []
     if r.recipe_version != RECIPE_VERSION:
         problems.append(f"recipe_version {r.recipe_version} is not supported (this seqtool reads {RECIPE_VERSION})")
+    task = TASKS.get(r.task).builder
     if r.task not in type(r.model).tasks:
         problems.append(f"model {r.model.arch!r} cannot do task {r.task!r}")
     if r.decode.beta > 0 and not type(r.model).has_attention:
         problems.append(f"decode.beta (coverage penalty) needs attention, and model {r.model.arch!r} has none")
-    lm = r.task == "lm"
-    if lm and r.train.early_stopping.metric in ("bleu", "chrf"):
-        problems.append("train.early_stopping.metric bleu/chrf needs task: translation")
-    for split in ("train", "valid", "test"):
-        spec = getattr(r.data, split)
-        if spec is not None and (spec.text is not None) != lm:
-            want = "text" if lm else "src and tgt"
-            problems.append(f"data.{split} needs {want} for task {r.task!r}")
-    if r.data.generate is not None and lm:
-        problems.append("data.generate makes translation pairs; it needs task: translation")
+    if r.train.early_stopping.metric not in task.metrics:
+        problems.append(f"train.early_stopping.metric {r.train.early_stopping.metric!r} is not measured by task "
+                        f"{r.task!r} (it measures {', '.join(task.metrics)})")
     if getattr(r.model, "share_embeddings", False) and not r.data.tokenizer.joint:
         problems.append("model.share_embeddings needs data.tokenizer.joint: true")
-    return problems
+    return problems + task.check(r)

@@ -1,12 +1,9 @@
-"""Tasks turn prepared data into training batches and measure models on held-out splits."""
+"""Tasks turn prepared data into training batches and measure models on held-out splits.
 
-from __future__ import annotations
+Each task module registers its class in TASKS; recipes name it with `task:`.
+"""
 
-from seqtool.tasks.lm import LanguageModelTask
-from seqtool.tasks.translation import TranslationTask
+from seqtool.registry import TASKS
+from seqtool.tasks import lm, translation  # noqa: F401
 
-TASKS = {"translation": TranslationTask, "lm": LanguageModelTask}
-
-
-def build_task(recipe, data, vocabs, device, *, rank: int = 0, world: int = 1):
-    return TASKS[recipe.task](recipe, data, vocabs, device, rank=rank, world=world)
+__all__ = ["TASKS"]

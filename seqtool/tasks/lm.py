@@ -7,15 +7,27 @@ import torch
 
 from seqtool.data.batching import LMBatch, stream_blocks
 from seqtool.evaluation.metrics import perplexity
+from seqtool.registry import TASKS
+from seqtool.tasks.base import Task
 
 DEFAULT_STREAMS = 20
 
 
-class LanguageModelTask:
-    def __init__(self, recipe, data, vocabs, device, *, rank: int = 0, world: int = 1):
-        self.recipe, self.data, self.vocabs, self.device = recipe, data, vocabs, device
-        self.rank, self.world = rank, world
+@TASKS.register("lm")
+class LanguageModelTask(Task):
+    metrics = ("loss", "ppl")
+
+    def __init__(self, recipe, directory, device, *, rank: int = 0, world: int = 1):
+        super().__init__(recipe, directory, device, rank=rank, world=world)
         self._train = None
+
+    @classmethod
+    def check(cls, recipe) -> list[str]:
+        problems = [f"data.{name} needs a text file for task 'lm'" for name in ("train", "valid", "test")
+                    if getattr(recipe.data, name) is not None and getattr(recipe.data, name).text is None]
+        if recipe.data.generate is not None:
+            problems.append("data.generate makes translation pairs; it needs task: translation")
+        return problems
 
     def epoch_batches(self, epoch: int) -> list[LMBatch]:
         """The same blocks every epoch (the stream order is the text's); each rank takes its rows."""

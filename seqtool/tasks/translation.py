@@ -9,13 +9,23 @@ from seqtool.data.batching import collate_pairs, shard, token_batches
 from seqtool.decoding.search import SearchSettings
 from seqtool.decoding.translate import translate_lines
 from seqtool.evaluation.metrics import corpus_metrics, perplexity
+from seqtool.registry import TASKS
+from seqtool.tasks.base import Task
 
 
-class TranslationTask:
-    def __init__(self, recipe, data, vocabs, device, *, rank: int = 0, world: int = 1):
-        self.recipe, self.data, self.vocabs, self.device = recipe, data, vocabs, device
-        self.rank, self.world = rank, world
+@TASKS.register("translation")
+class TranslationTask(Task):
+    metrics = ("loss", "ppl", "bleu", "chrf")
+
+    def __init__(self, recipe, directory, device, *, rank: int = 0, world: int = 1):
+        super().__init__(recipe, directory, device, rank=rank, world=world)
         self._splits = {}
+
+    @classmethod
+    def check(cls, recipe) -> list[str]:
+        return [f"data.{name} needs src and tgt files for task 'translation'"
+                for name in ("train", "valid", "test") if getattr(recipe.data, name) is not None
+                and getattr(recipe.data, name).text is not None]
 
     def split(self, name: str):
         if name not in self._splits:
@@ -47,7 +57,8 @@ class TranslationTask:
         sources, references = sources[:limit], references[:limit]
         spec = self.recipe.decode
         hyps = [t.text for t in translate_lines(model, self.vocabs, sources, settings, batch_tokens=spec.batch_tokens,
-                                                max_src_len=spec.max_src_len, device=self.device)]
+                                                batch_sentences=spec.batch_sentences, max_src_len=spec.max_src_len,
+                                                device=self.device)]
         return hyps, references
 
     def evaluate(self, model, name: str, settings: SearchSettings, limit: int | None = None) -> dict[str, float]:

@@ -68,17 +68,24 @@ class CheckpointDir:
     def __init__(self, directory: Path, keep_last: int, keep_best: int):
         self.directory, self.keep_last, self.keep_best = Path(directory), keep_last, keep_best
         self.latest_step: int | None = None
+        for stale in self.directory.glob(".*.tmp"):  # a write interrupted by a kill
+            stale.unlink(missing_ok=True)
 
     def step_path(self, step: int) -> Path:
         return self.directory / f"step_{step:08d}.pt"
 
     def save(self, step: int, payload: dict, best_steps: list[int], is_best: bool) -> Path:
+        """Write step_N.pt, then point latest (and best) at it; a failed write leaves the old ones."""
         path = self.step_path(step)
         save_checkpoint(path, payload)
-        link_atomic(path, self.directory / "latest.pt")
-        if is_best and self.keep_best:
-            link_atomic(path, self.directory / "best.pt")
-        self._prune(set(best_steps[: self.keep_best]))
+        try:
+            link_atomic(path, self.directory / "latest.pt")
+            if is_best and self.keep_best:
+                link_atomic(path, self.directory / "best.pt")
+            self._prune(set(best_steps[: self.keep_best]))
+        except OSError as err:
+            raise SeqtoolError(f"{self.directory}: cannot update checkpoint links ({os.strerror(err.errno)}); "
+                               f"{path.name} is complete") from None
         return path
 
     def _prune(self, protected: set[int]) -> None:

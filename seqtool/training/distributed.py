@@ -46,10 +46,10 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def broadcast_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """Rank 0's decision (e.g. stop now) for every rank."""
+def broadcast_value(value: float, info: DistInfo, device: torch.device) -> float:
+    """Rank 0's value (a decision to stop, a validation score) for every rank."""
     if info.world == 1:
-        return flag
-    tensor = torch.tensor([int(flag)], device=device)
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
     dist.broadcast(tensor, 0)
-    return bool(tensor.item())
+    return float(tensor.item())

@@ -8,15 +8,13 @@ from pathlib import Path
 
 import torch
 
-from seqtool.data.datasets import PreparedData
-from seqtool.data.prepare import prepare, prepared_dir
-from seqtool.data.vocab import Vocabs
+from seqtool.data.prepare import prepared_dir
 from seqtool.decoding.search import SearchSettings
 from seqtool.errors import SeqtoolError
 from seqtool.observe import Observer
 from seqtool.recipe import Recipe, dump_recipe
 from seqtool.runs import build_model, count_parameters, pack_tokenizer, pick_device, tokenizer_sha256
-from seqtool.tasks import build_task
+from seqtool.tasks import TASKS
 from seqtool.training.checkpoint import CheckpointDir, load_checkpoint
 from seqtool.training.distributed import DistInfo, barrier, init_distributed
 from seqtool.training.trainer import Trainer
@@ -39,19 +37,22 @@ def train_recipe(recipe: Recipe, *, resume: bool = False) -> dict:
         torch.set_num_threads(recipe.train.threads)
     run_dir = Path(recipe.run_dir())
     latest = run_dir / "checkpoints" / "latest.pt"
-    _check_run_dir(run_dir, latest, resume)
-    data, vocabs, tokenizer_files = _prepare_data(recipe, run_dir, dist_info)
+    payload = _checked_payload(recipe, run_dir, latest, resume)
+    task = _prepare_task(recipe, run_dir, dist_info, device)
     seed_everything(recipe.seed)
-    model = build_model(recipe, vocabs).to(device)
-    task = build_task(recipe, data, vocabs, device, rank=dist_info.rank, world=dist_info.world)
-    observer = Observer(run_dir, recipe.log, enabled=dist_info.main, total=recipe.train.max_steps)
+    sizes = task.sizes()
+    model = build_model(recipe, sizes).to(device)
+    observer = Observer(run_dir, recipe.log, enabled=dist_info.main, total=recipe.train.max_steps,
+                        resume_step=payload["trainer"]["step"] if payload else None)
     spec = recipe.train.checkpoint
-    extra = {"recipe": recipe.model_dump(mode="json"), "tokenizer": tokenizer_files,
-             "tokenizer_sha256": tokenizer_sha256(tokenizer_files)}
-    trainer = Trainer(recipe, model, task, observer, CheckpointDir(run_dir / "checkpoints", spec.keep_last, spec.keep_best),
+    tokenizer_files = pack_tokenizer(task.directory / "tokenizer")
+    extra = {"recipe": recipe.model_dump(mode="json"), "sizes": {"src": sizes.src, "tgt": sizes.tgt},
+             "tokenizer": tokenizer_files, "tokenizer_sha256": tokenizer_sha256(tokenizer_files)}
+    checkpoints = CheckpointDir(run_dir / "checkpoints", spec.keep_last, spec.keep_best)
+    trainer = Trainer(recipe, model, task, observer, checkpoints,
                       device=device, dist_info=dist_info, extra_payload=extra)
-    if resume:
-        _resume(trainer, recipe, latest, extra, observer)
+    if payload is not None:
+        _resume(trainer, payload, latest, extra, observer)
     observer.info(f"{recipe.name}: {recipe.model.arch} with {count_parameters(model):,} parameters on {device}"
                   f"{f' x{dist_info.world} ranks' if dist_info.world > 1 else ''}; run dir {run_dir}")
     try:
@@ -61,34 +62,39 @@ def train_recipe(recipe: Recipe, *, resume: bool = False) -> dict:
         return _final_report(recipe, trainer, task, observer, dist_info) if dist_info.main else {}
     finally:
         observer.close()
+        if dist_info.world > 1:
+            torch.distributed.destroy_process_group()
 
 
-def _check_run_dir(run_dir: Path, latest: Path, resume: bool) -> None:
-    if resume and not latest.exists():
+def _checked_payload(recipe: Recipe, run_dir: Path, latest: Path, resume: bool) -> dict | None:
+    """The checkpoint to resume from, refused before any work when it cannot continue this recipe."""
+    if not resume:
+        if latest.exists():
+            raise SeqtoolError(f"{run_dir}: already holds a trained run; continue it with --resume, or set "
+                               "output_dir to a new directory")
+        return None
+    if not latest.exists():
         raise SeqtoolError(f"{run_dir}: nothing to resume (no checkpoints/latest.pt)")
-    if not resume and latest.exists():
-        raise SeqtoolError(f"{run_dir}: already holds a trained run; continue it with --resume, or set "
-                           "output_dir to a new directory")
+    payload = load_checkpoint(latest)
+    if payload["recipe"].get("model") != recipe.model_dump(mode="json")["model"]:
+        raise SeqtoolError(f"{latest}: the checkpoint's model section differs from the recipe's; "
+                           "resume needs the same architecture")
+    return payload
 
 
-def _prepare_data(recipe: Recipe, run_dir: Path, dist_info: DistInfo):
+def _prepare_task(recipe: Recipe, run_dir: Path, dist_info: DistInfo, device: torch.device):
     """Rank 0 prepares (a no-op when up to date) and writes the run's recipe; others wait for it."""
+    task_cls = TASKS.get(recipe.task).builder
     if dist_info.main:
-        prepare(recipe, log=lambda m: print(m, file=sys.stderr))
+        task_cls.prepare(recipe, log=lambda m: print(m, file=sys.stderr))
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_recipe(recipe, run_dir / "recipe.yaml")
     barrier(dist_info)
-    directory = prepared_dir(recipe)
-    vocabs = Vocabs.load(directory / "tokenizer")
-    return PreparedData(directory), vocabs, pack_tokenizer(directory / "tokenizer")
+    return task_cls(recipe, prepared_dir(recipe), device, rank=dist_info.rank, world=dist_info.world)
 
 
-def _resume(trainer: Trainer, recipe: Recipe, latest: Path, extra: dict, observer: Observer) -> None:
-    payload = load_checkpoint(latest)
+def _resume(trainer: Trainer, payload: dict, latest: Path, extra: dict, observer: Observer) -> None:
     saved = payload["recipe"]
-    if saved["model"] != extra["recipe"]["model"]:
-        raise SeqtoolError(f"{latest}: the checkpoint's model section differs from the recipe's; "
-                           "resume needs the same architecture")
     if payload.get("tokenizer_sha256") != extra["tokenizer_sha256"]:
         raise SeqtoolError(f"{latest}: the checkpoint was trained with another tokenizer; resume needs the same data")
     for key in sorted(set(saved) | set(extra["recipe"])):

@@ -19,7 +19,7 @@ from torch import nn
 
 from seqtool.errors import SeqtoolError
 from seqtool.training.checkpoint import CheckpointDir, rng_state, set_rng_state
-from seqtool.training.distributed import DistInfo, all_sum, broadcast_flag
+from seqtool.training.distributed import DistInfo, all_sum, broadcast_value
 from seqtool.training.optim import Schedule, build_optimizer
 
 HIGHER_IS_BETTER = {"bleu", "chrf", "accuracy"}
@@ -47,8 +47,9 @@ class TrainerState:
     elapsed: float = 0.0  # training seconds before this process started
     last_validated: int = -1
 
-    def to_dict(self) -> dict:
-        return {k: [list(r) for r in v] if k == "ranking" else v for k, v in self.__dict__.items()}
+    def to_dict(self, elapsed: float) -> dict:
+        plain = {k: [list(r) for r in v] if k == "ranking" else v for k, v in self.__dict__.items()}
+        return {**plain, "elapsed": elapsed}
 
 
 class LossModule(nn.Module):
@@ -104,14 +105,16 @@ class Trainer:
         trainer = dict(payload["trainer"])
         trainer["ranking"] = [tuple(r) for r in trainer["ranking"]]
         self.state = TrainerState(**trainer)
-        self.carry = payload.get("carry")
+        self._started = time.perf_counter()
+        # A carried LM state belongs to rank 0's rows; other ranks (or another world size) restart it.
+        self.carry = payload.get("carry") if payload.get("world", 1) == self.dist.world == 1 else None
         set_rng_state(payload["rng"])
 
     def payload(self) -> dict:
-        self.state.elapsed = self._elapsed()
+        scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None
         return {**self.extra_payload, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-                "trainer": self.state.to_dict(), "rng": rng_state(), "carry": self.carry}
+                "schedule": self.schedule.state_dict(), "scaler": scaler, "trainer": self.state.to_dict(self._elapsed()),
+                "rng": rng_state(), "carry": self.carry, "world": self.dist.world}
 
     # -- the loop ------------------------------------------------------------------------------
     def train(self) -> TrainerState:
@@ -119,17 +122,17 @@ class Trainer:
         self._install_signals()
         tokens, nll_sum, tick = 0, 0.0, time.perf_counter()
         try:
-            while not self._finished():
-                ntok, nll = self._step()
+            while (reason := self._stop_reason()) == 0:
+                ntok, nll = self.step()
                 tokens, nll_sum = tokens + ntok, nll_sum + nll
                 if self.state.step % self.recipe.log.every == 0:
                     self._log_train(nll_sum, tokens, tokens / max(time.perf_counter() - tick, 1e-9))
                     tokens, nll_sum = 0, 0.0
                 self._maybe_validate_and_save()
                 tick = tick if tokens else time.perf_counter()
-                if self._stop_signal is not None:
-                    self._save()
-                    raise Stopped(self._stop_signal, self.state.step)
+            if reason > 0:
+                self._save()
+                raise Stopped(reason, self.state.step)
             if self.state.last_validated != self.state.step:
                 self._validate()
             self._save()
@@ -137,13 +140,16 @@ class Trainer:
             self._restore_signals()
         return self.state
 
-    def _finished(self) -> bool:
+    def _stop_reason(self) -> int:
+        """0 to go on, -1 when a limit is reached, a signal number when asked to stop; rank 0 decides
+        for all ranks so they leave the loop at the same step."""
         s, spec = self.state, self.spec
         done = (spec.max_steps is not None and s.step >= spec.max_steps) or (
             spec.max_epochs is not None and s.epoch >= spec.max_epochs) or (
             spec.max_minutes is not None and self._elapsed() >= spec.max_minutes * 60) or (
             spec.early_stopping.patience is not None and s.bad_validations >= spec.early_stopping.patience)
-        return broadcast_flag(done, self.dist, self.device)
+        reason = self._stop_signal or (-1 if done else 0)
+        return int(broadcast_value(reason, self.dist, self.device))
 
     def _elapsed(self) -> float:
         return self.state.elapsed + time.perf_counter() - self._started
@@ -162,14 +168,15 @@ class Trainer:
             self.state.position += self.dist.world
         return items
 
-    def _step(self) -> tuple[int, float]:
+    def step(self) -> tuple[int, float]:
         """One optimizer update; returns (target tokens on all ranks, summed NLL)."""
         batches = [self.task.batch(item) for item in self._next_items(self.spec.accumulate)]
         ntok = int(all_sum(sum(b.ntokens for b in batches), self.dist, self.device))
         self.loss_module.train()
         nll = 0.0
         for i, batch in enumerate(batches):
-            sync = contextlib.nullcontext() if i == len(batches) - 1 or self.dist.world == 1 else self.loss_module.no_sync()
+            last = i == len(batches) - 1 or self.dist.world == 1
+            sync = contextlib.nullcontext() if last else self.loss_module.no_sync()
             with sync, torch.autocast(self.device.type, dtype=self._amp_dtype() or torch.float32,
                                       enabled=self._amp_dtype() is not None):
                 out = self.loss_module(batch, self.spec.label_smoothing, self.carry)
@@ -216,12 +223,9 @@ class Trainer:
 
     def _validate(self) -> dict:
         self.model.eval()
-        metrics = self.task.validate(self.model)
+        metrics = self.task.validate(self.model) if self.dist.main else {}
         metric = self.spec.early_stopping.metric
-        if metric not in metrics:
-            raise SeqtoolError(f"train.early_stopping.metric: {metric!r} is not measured by task "
-                               f"{self.recipe.task!r} (it measures {', '.join(metrics)})")
-        self._track_best(metrics[metric])
+        self._track_best(broadcast_value(metrics.get(metric, 0.0), self.dist, self.device))
         self.state.last_validated = self.state.step
         self.obs.scalars(self.state.step, "valid", metrics)
         shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
@@ -237,7 +241,8 @@ class Trainer:
             s.best_value, s.best_step, s.bad_validations = value, s.step, 0
         else:
             s.bad_validations += 1
-        s.ranking = sorted([*s.ranking, (value, s.step)], key=lambda r: -r[0] if self.spec.early_stopping.metric in HIGHER_IS_BETTER else r[0])
+        sign = -1 if self.spec.early_stopping.metric in HIGHER_IS_BETTER else 1
+        s.ranking = sorted([*s.ranking, (value, s.step)], key=lambda r: sign * r[0])
         self.schedule.observe(value, self._better)
 
     def _is_best(self) -> bool:
@@ -246,6 +251,9 @@ class Trainer:
     def _save(self) -> None:
         if not self.dist.main or (self.ckpt.latest_step == self.state.step):
             return
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise SeqtoolError(f"step {self.state.step}: the weights are no longer finite; not saving over the "
+                               "last good checkpoint (lower train.optimizer.lr or set train.clip_norm)")
         best_steps = [step for _, step in self.state.ranking]
         self.ckpt.save(self.state.step, self.payload(), best_steps, self._is_best())
         self.ckpt.latest_step = self.state.step

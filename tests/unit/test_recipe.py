@@ -21,7 +21,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_tiny_recipe_loads_with_defaults(tiny_recipe):
     recipe = load_recipe(tiny_recipe)
     assert recipe.model.arch == "rnn_seq2seq"
-    assert recipe.train.max_steps == 40
+    assert recipe.train.max_steps == 150
     assert recipe.decode.beam == 3
     assert recipe.train.clip_norm == 5.0  # schema default
     assert recipe.run_dir() == "runs/tiny"

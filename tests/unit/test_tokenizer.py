@@ -52,7 +52,7 @@ def test_wordpieces_mark_word_starts_like_gnmt(german):
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.sampled_from(["der", "Hund", "läuft", "über", "die", "Wiese", ".", ","]), max_size=20))
 def test_word_tokenizer_round_trips_known_words(words):
-    tok = WordTokenizer.train([" ".join(["der Hund läuft über die Wiese . ,"])], vocab_size=None, min_count=1, lowercase=False)
+    tok = WordTokenizer.train(["der Hund läuft über die Wiese . ,"], vocab_size=None, min_count=1, lowercase=False)
     line = " ".join(words)
     assert tok.decode(tok.encode([line])[0]) == line
 

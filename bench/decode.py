@@ -1,0 +1,125 @@
+"""Decoding throughput of a trained run: sentences/s and target tokens/s for beam sizes x batch sizes.
+
+    python bench/decode.py runs/lstm-attn-multi30k --beams 1,5 --batches 16,64,128 [--reference]
+
+Sources are the run's raw test split (or --src/--ref files), tokenized once outside the timing.
+--reference also decodes with a straightforward per-sentence beam search (one hypothesis at a time,
+a Python loop over hypotheses) over the same model and reports the speed ratio and whether every
+output is identical to the batched search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from seqtool.data.batching import pad_rows  # noqa: E402
+from seqtool.data.tokenizer import BOS, EOS, PAD  # noqa: E402
+from seqtool.decoding.penalties import gnmt_score, length_penalty  # noqa: E402
+from seqtool.decoding.search import Hypothesis, SearchSettings, output_limits  # noqa: E402
+from seqtool.decoding.translate import translate_ids  # noqa: E402
+from seqtool.evaluation.metrics import corpus_metrics  # noqa: E402
+from seqtool.runs import load_run  # noqa: E402
+
+
+def reference_search(model, source: np.ndarray, settings: SearchSettings) -> Hypothesis:
+    """Beam search for one sentence, one hypothesis at a time, with the batched search's rules."""
+    K = settings.beam
+    src = pad_rows([source], suffix=EOS)
+    mask = src != PAD
+    enc = model.encode(src, mask)
+    max_len = int(output_limits(mask, settings)[0])
+    live = [([], 0.0, model.start(enc), torch.zeros(src.size(1)))]
+    finished: list[Hypothesis] = []
+    for step in range(max_len):
+        candidates = []
+        for tokens, logp, state, attn in live:
+            out = model.step(torch.tensor([tokens[-1] if tokens else BOS]), state, enc)
+            lp = out.log_probs[0].float().clone()
+            lp[PAD] = lp[BOS] = float("-inf")
+            if step + 1 >= max_len:
+                lp[torch.arange(lp.numel()) != EOS] = float("-inf")
+            covered = attn + out.attn[0].float() if out.attn is not None else attn
+            top = lp.topk(min(2 * K, lp.numel()))
+            candidates += [(logp + v, tokens + [t], out.state, covered)
+                           for v, t in zip(top.values.tolist(), top.indices.tolist())]
+        candidates = sorted(candidates, key=lambda c: -c[0])[: 2 * K]
+        for logp, tokens, _, attn in candidates[:K]:
+            if tokens[-1] == EOS and logp > float("-inf"):
+                score = gnmt_score(torch.tensor([logp]), torch.tensor([len(tokens)]), attn[None], mask,
+                                   alpha=settings.alpha, beta=settings.beta)
+                finished.append(Hypothesis(tokens[:-1], float(score), logp))
+        finished = sorted(finished, key=lambda h: -h.score)[:K]
+        live = [c for c in candidates if c[1][-1] != EOS][:K]
+        bound = max(c[0] for c in live) / float(length_penalty(torch.tensor(max_len), settings.alpha))
+        if step + 1 >= max_len or (finished and finished[0].score >= bound):
+            break
+    return finished[0]
+
+
+def measure(model, sources, vocabs, refs, settings, batch: int, device) -> dict:
+    start = time.perf_counter()
+    hyps = translate_ids(model, sources, settings, batch_tokens=10**9, batch_sentences=batch, device=device)
+    seconds = time.perf_counter() - start
+    texts = [vocabs.tgt.decode(h[0].tokens) for h in hyps]
+    tokens = sum(len(h[0].tokens) + 1 for h in hyps)
+    return {"beam": settings.beam, "batch": batch, "sentences_per_s": len(sources) / seconds,
+            "tokens_per_s": tokens / seconds, "seconds": seconds,
+            "bleu": corpus_metrics(texts, refs, ["bleu"])["bleu"].score, "_tokens": [h[0].tokens for h in hyps]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run")
+    parser.add_argument("--beams", default="1,5")
+    parser.add_argument("--batches", default="16,64,128")
+    parser.add_argument("--src", help="source file (default: the run's test split)")
+    parser.add_argument("--ref", help="reference file for BLEU")
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--alpha", type=float)
+    parser.add_argument("--beta", type=float)
+    parser.add_argument("--reference", action="store_true", help="also run the per-sentence beam search")
+    args = parser.parse_args()
+    run = load_run(args.run)
+    data = run.run_dir / "data" / "refs"
+    src_lines = Path(args.src or data / "test.src").read_text(encoding="utf-8").splitlines()[: args.limit]
+    refs = Path(args.ref or data / "test.tgt").read_text(encoding="utf-8").splitlines()[: args.limit]
+    sources = [np.asarray(ids, dtype=np.int64) for ids in run.vocabs.src.encode(src_lines)]
+    penalties = {k: v for k, v in (("alpha", args.alpha), ("beta", args.beta)) if v is not None}
+    rows = []
+    with torch.inference_mode():
+        for beam in map(int, args.beams.split(",")):
+            settings = SearchSettings.from_spec(run.recipe.decode, beam=beam, n_best=1, **penalties)
+            for batch in map(int, args.batches.split(",")):
+                rows.append(measure(run.model, sources, run.vocabs, refs, settings, batch, torch.device("cpu")))
+                print(json.dumps({k: v for k, v in rows[-1].items() if k != "_tokens"}), file=sys.stderr)
+        result = {"run": args.run, "sentences": len(sources), "threads": torch.get_num_threads(),
+                  "rows": [{k: v for k, v in r.items() if k != "_tokens"} for r in rows]}
+        if args.reference:
+            result["reference"] = compare_reference(run.model, sources, rows, run.recipe.decode, penalties)
+    print(json.dumps(result))
+
+
+def compare_reference(model, sources, rows, spec, penalties) -> dict:
+    """The per-sentence search against the batched rows of the largest beam."""
+    beam = max(r["beam"] for r in rows)
+    best = max((r for r in rows if r["beam"] == beam), key=lambda r: r["sentences_per_s"])
+    settings = SearchSettings.from_spec(spec, beam=beam, n_best=1, **penalties)
+    start = time.perf_counter()
+    outputs = [reference_search(model, s, settings).tokens for s in sources]
+    seconds = time.perf_counter() - start
+    return {"beam": beam, "sentences_per_s": len(sources) / seconds, "batched_sentences_per_s": best["sentences_per_s"],
+            "speedup": best["sentences_per_s"] * seconds / len(sources),
+            "identical": sum(a == b for a, b in zip(outputs, best["_tokens"])), "of": len(sources)}
+
+
+if __name__ == "__main__":
+    main()

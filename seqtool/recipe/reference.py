@@ -1,0 +1,69 @@
+"""A reference of every recipe key, generated from the schema (the README's table comes from here)."""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from seqtool.recipe.schema import Recipe
+
+
+def _type_name(annotation: Any) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        names = [_type_name(a) for a in args if a is not type(None)]
+        return " or ".join(names) + (" or null" if type(None) in args else "")
+    if origin in (list, tuple):
+        return f"{origin.__name__} of " + ", ".join(_type_name(a) for a in args if a is not Ellipsis)
+    name = getattr(annotation, "__name__", str(annotation))
+    return "section" if name == "SplitSpec" else name
+
+
+def _default(field) -> str:
+    if field.default is not PydanticUndefined:
+        return repr(field.default) if not isinstance(field.default, BaseModel) else ""
+    if field.default_factory is not None:
+        value = field.default_factory()
+        return "" if isinstance(value, BaseModel) else repr(value)
+    return "required"
+
+
+def _rows(cls: type[BaseModel], prefix: str) -> list[str]:
+    rows = []
+    for name, field in cls.model_fields.items():
+        key = f"{prefix}{name}"
+        inner = _nested(field.annotation)
+        if inner is not None and name != "model":
+            rows.extend(_rows(inner, f"{key}."))
+            continue
+        description = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `{key}` | {_type_name(field.annotation)} | {_default(field)} | {description} |")
+    return rows
+
+
+def _nested(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel) and arg.__name__ != "SplitSpec":
+            return arg
+    return None
+
+
+def markdown_reference(models: bool = True) -> str:
+    """Markdown tables: the recipe's sections, then each registered model's keys."""
+    from seqtool.models import MODELS
+
+    header = "| key | type | default | meaning |\n| --- | --- | --- | --- |"
+    parts = [header, *_rows(Recipe, "")]
+    if models:
+        for name in MODELS.names():
+            config = MODELS.get(name).config
+            parts += ["", f"`model` with `arch: {name}`", "", header, *_rows(config, "model.")]
+    return "\n".join(parts) + "\n"
