@@ -11,6 +11,7 @@ output is identical to the batched search.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -22,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from seqtool.data.batching import pad_rows  # noqa: E402
+from seqtool.data.prepare import prepared_dir  # noqa: E402
 from seqtool.data.tokenizer import BOS, EOS, PAD  # noqa: E402
 from seqtool.decoding.penalties import gnmt_score, length_penalty  # noqa: E402
 from seqtool.decoding.search import Hypothesis, SearchSettings, output_limits  # noqa: E402
@@ -31,38 +33,49 @@ from seqtool.runs import load_run  # noqa: E402
 
 
 def reference_search(model, source: np.ndarray, settings: SearchSettings) -> Hypothesis:
-    """Beam search for one sentence, one hypothesis at a time, with the batched search's rules."""
-    K = settings.beam
+    """Beam search for one sentence, one hypothesis at a time, with the batched search's rules
+    (GNMT pruning included when settings.prune_margin is set)."""
+    K, margin = settings.beam, settings.prune_margin
     src = pad_rows([source], suffix=EOS)
     mask = src != PAD
     enc = model.encode(src, mask)
     max_len = int(output_limits(mask, settings)[0])
-    live = [([], 0.0, model.start(enc), torch.zeros(src.size(1)))]
+    live = [(torch.tensor(0.0), [], model.start(enc), torch.zeros(src.size(1)))]  # (log P, tokens, state, coverage)
     finished: list[Hypothesis] = []
     for step in range(max_len):
         candidates = []
-        for tokens, logp, state, attn in live:
+        for logp, tokens, state, attn in live:
             out = model.step(torch.tensor([tokens[-1] if tokens else BOS]), state, enc)
             lp = out.log_probs[0].float().clone()
             lp[PAD] = lp[BOS] = float("-inf")
             if step + 1 >= max_len:
                 lp[torch.arange(lp.numel()) != EOS] = float("-inf")
+            if margin is not None:  # GNMT rule 1: tokens within the margin of this hypothesis's best
+                lp[lp < lp.max() - margin] = float("-inf")
             covered = attn + out.attn[0].float() if out.attn is not None else attn
             top = lp.topk(min(2 * K, lp.numel()))
             candidates += [(logp + v, tokens + [t], out.state, covered)
-                           for v, t in zip(top.values.tolist(), top.indices.tolist())]
-        candidates = sorted(candidates, key=lambda c: -c[0])[: 2 * K]
+                           for v, t in zip(top.values, top.indices.tolist())]
+        candidates = sorted(candidates, key=lambda c: -float(c[0]))[: 2 * K]
         for logp, tokens, _, attn in candidates[:K]:
             if tokens[-1] == EOS and logp > float("-inf"):
-                score = gnmt_score(torch.tensor([logp]), torch.tensor([len(tokens)]), attn[None], mask,
-                                   alpha=settings.alpha, beta=settings.beta)
-                finished.append(Hypothesis(tokens[:-1], float(score), logp))
+                score = _score(logp, len(tokens), attn, mask, settings)
+                finished.append(Hypothesis(tokens[:-1], score, float(logp)))
         finished = sorted(finished, key=lambda h: -h.score)[:K]
-        live = [c for c in candidates if c[1][-1] != EOS][:K]
-        bound = max(c[0] for c in live) / float(length_penalty(torch.tensor(max_len), settings.alpha))
-        if step + 1 >= max_len or (finished and finished[0].score >= bound):
+        live = [c for c in candidates if c[1][-1] != EOS and c[0] > float("-inf")][:K]
+        if margin is not None and finished:  # GNMT rule 2: drop live ones far below the best finished
+            live = [c for c in live if _score(c[0], step + 1, c[3], mask, settings) >= finished[0].score - margin]
+        if not live or step + 1 >= max_len:
+            break
+        bound = max(float(c[0]) for c in live) / float(length_penalty(torch.tensor(max_len), settings.alpha))
+        if finished and finished[0].score >= bound:
             break
     return finished[0]
+
+
+def _score(logp: torch.Tensor, length: int, attn: torch.Tensor, mask: torch.Tensor, settings: SearchSettings):
+    return float(gnmt_score(logp.view(1), torch.tensor([length]), attn[None], mask, alpha=settings.alpha,
+                            beta=settings.beta))
 
 
 def measure(model, sources, vocabs, refs, settings, batch: int, device) -> dict:
@@ -76,6 +89,17 @@ def measure(model, sources, vocabs, refs, settings, batch: int, device) -> dict:
             "bleu": corpus_metrics(texts, refs, ["bleu"])["bleu"].score, "_tokens": [h[0].tokens for h in hyps]}
 
 
+@contextlib.contextmanager
+def profiled(enabled: bool):
+    """torch.profiler around the block, its top operators (by self CPU time) printed to stderr."""
+    if not enabled:
+        yield
+        return
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        yield
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run")
@@ -86,20 +110,24 @@ def main() -> None:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--alpha", type=float)
     parser.add_argument("--beta", type=float)
+    parser.add_argument("--prune-margin", type=float, help="GNMT pruning margin (default: the recipe's)")
     parser.add_argument("--reference", action="store_true", help="also run the per-sentence beam search")
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of each setting")
     args = parser.parse_args()
     run = load_run(args.run)
-    data = run.run_dir / "data" / "refs"
+    data = prepared_dir(run.recipe) / "refs"
     src_lines = Path(args.src or data / "test.src").read_text(encoding="utf-8").splitlines()[: args.limit]
     refs = Path(args.ref or data / "test.tgt").read_text(encoding="utf-8").splitlines()[: args.limit]
     sources = [np.asarray(ids, dtype=np.int64) for ids in run.vocabs.src.encode(src_lines)]
-    penalties = {k: v for k, v in (("alpha", args.alpha), ("beta", args.beta)) if v is not None}
+    penalties = {k: v for k, v in (("alpha", args.alpha), ("beta", args.beta), ("prune_margin", args.prune_margin))
+                 if v is not None}
     rows = []
     with torch.inference_mode():
         for beam in map(int, args.beams.split(",")):
             settings = SearchSettings.from_spec(run.recipe.decode, beam=beam, n_best=1, **penalties)
             for batch in map(int, args.batches.split(",")):
-                rows.append(measure(run.model, sources, run.vocabs, refs, settings, batch, torch.device("cpu")))
+                with profiled(args.profile):
+                    rows.append(measure(run.model, sources, run.vocabs, refs, settings, batch, torch.device("cpu")))
                 print(json.dumps({k: v for k, v in rows[-1].items() if k != "_tokens"}), file=sys.stderr)
         result = {"run": args.run, "sentences": len(sources), "threads": torch.get_num_threads(),
                   "rows": [{k: v for k, v in r.items() if k != "_tokens"} for r in rows]}

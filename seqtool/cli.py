@@ -19,6 +19,10 @@ SetOpt = Annotated[list[str], typer.Option("--set", help="override a recipe key:
                                                           "(repeatable)")]
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="run directory or checkpoint .pt file")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or auto (overrides train.device)")]
+BeamOpt = Annotated[int | None, typer.Option(help="beam width (1 = greedy)")]
+AlphaOpt = Annotated[float | None, typer.Option("--alpha", "--lenpen", help="GNMT length penalty")]
+BetaOpt = Annotated[float | None, typer.Option("--beta", "--covpen", help="GNMT coverage penalty")]
+PruneOpt = Annotated[float | None, typer.Option(help="GNMT beam pruning margin")]
 
 
 def _err(message: str) -> None:
@@ -34,9 +38,10 @@ def _load(recipe: Path, overrides: list[str], device: str | None):
 @app.command()
 def prepare(recipe: Path, set_: SetOpt = []) -> None:
     """Train the tokenizer and binarize every split of a recipe's data (a no-op when up to date)."""
-    from seqtool.data.prepare import prepare as run_prepare
+    from seqtool.tasks import TASKS
 
-    run_prepare(_load(recipe, set_, None), log=_err)
+    loaded = _load(recipe, set_, None)
+    TASKS.get(loaded.task).builder.prepare(loaded, log=_err)
 
 
 @app.command()
@@ -74,17 +79,17 @@ def _decode_overrides(**flags) -> dict:
 @app.command(name="eval")
 def evaluate(checkpoint: CheckpointOpt, split: Annotated[str, typer.Option(help="valid or test")] = "test",
              as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-             beam: int | None = None, alpha: float | None = None, beta: float | None = None,
+             beam: BeamOpt = None, alpha: AlphaOpt = None, beta: BetaOpt = None, prune_margin: PruneOpt = None,
              device: DeviceOpt = None) -> None:
     """Perplexity (language models) or BLEU/chrF (translation) of a trained run on a split."""
-    from seqtool.evaluation.evaluate import evaluate_run
+    from seqtool.evaluation.evaluate import evaluate_run, format_result
 
-    result = evaluate_run(checkpoint, split, _decode_overrides(beam=beam, alpha=alpha, beta=beta), device or "auto")
+    overrides = _decode_overrides(beam=beam, alpha=alpha, beta=beta, prune_margin=prune_margin)
+    result = evaluate_run(checkpoint, split, overrides, device or "auto")
     if as_json:
         print(json.dumps(result))
     else:
-        for key, value in result.items():
-            print(f"{key}\t{value:.4f}" if isinstance(value, float) else f"{key}\t{value}")
+        print(format_result(result), end="")
 
 
 @app.command()
@@ -92,10 +97,7 @@ def translate(
     checkpoint: CheckpointOpt,
     input: Annotated[Path | None, typer.Option("--input", "-i", help="source file (default stdin)")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="output file (default stdout)")] = None,
-    beam: Annotated[int | None, typer.Option(help="beam width (1 = greedy)")] = None,
-    alpha: Annotated[float | None, typer.Option("--alpha", "--lenpen", help="GNMT length penalty")] = None,
-    beta: Annotated[float | None, typer.Option("--beta", "--covpen", help="GNMT coverage penalty")] = None,
-    prune_margin: Annotated[float | None, typer.Option(help="GNMT beam pruning margin")] = None,
+    beam: BeamOpt = None, alpha: AlphaOpt = None, beta: BetaOpt = None, prune_margin: PruneOpt = None,
     n_best: Annotated[int | None, typer.Option(help="hypotheses per input: 'i ||| text ||| score' lines")] = None,
     max_len_a: float | None = None, max_len_b: int | None = None,
     batch_tokens: Annotated[int | None, typer.Option(help="source tokens per batch")] = None,
@@ -114,6 +116,19 @@ def translate(
 
 
 @app.command()
+def average(
+    files: Annotated[list[Path] | None, typer.Argument(help="checkpoint files to average")] = None,
+    run: Annotated[Path | None, typer.Option("--checkpoint", "-c", help="run directory: average its last N")] = None,
+    last: Annotated[int, typer.Option(min=1, help="how many of the run's newest step checkpoints")] = 5,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="default RUN/checkpoints/avg_lastN.pt")] = None,
+) -> None:
+    """Average the weights of checkpoints into a new one (evaluate it with `seqtool eval -c FILE`)."""
+    from seqtool.training.averaging import average_run
+
+    print(json.dumps(average_run(files or [], run, last, output)))
+
+
+@app.command()
 def score(hypothesis: Path, ref: Annotated[Path, typer.Option("--ref", "-r", help="reference file")],
           metrics: Annotated[str, typer.Option(help="comma-separated: bleu, chrf, ter")] = "bleu,chrf",
           tokenize: Annotated[str, typer.Option(help="BLEU tokenizer (sacrebleu)")] = "13a",
@@ -128,6 +143,16 @@ def score(hypothesis: Path, ref: Annotated[Path, typer.Option("--ref", "-r", hel
     else:
         for result in results.values():
             print(result.text)
+
+
+@app.command()
+def automaton(checkpoint: CheckpointOpt, split: Annotated[str, typer.Option(help="valid or test")] = "test",
+              device: DeviceOpt = None) -> None:
+    """Print the finite automaton inside a trained state-regularized GRU (cell sr_gru) and, for a Tomita
+    task, whether it is the grammar's."""
+    from seqtool.evaluation.automaton import automaton_report
+
+    print(automaton_report(checkpoint, split, device or "auto"), end="")
 
 
 def main() -> None:

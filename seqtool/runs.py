@@ -51,10 +51,13 @@ def unpack_vocabs(files: dict[str, torch.Tensor]) -> Vocabs:
         for name, data in files.items():
             path = Path(tmp) / name
             if Path(tmp).resolve() not in path.resolve().parents:
-                raise SeqtoolError(f"checkpoint tokenizer file name {name!r} escapes its directory")
+                raise SeqtoolError(f"tokenizer file name {name!r} escapes its directory")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data.numpy().tobytes())
-        return Vocabs.load(Path(tmp))
+        try:
+            return Vocabs.load(Path(tmp))
+        except SeqtoolError:
+            raise SeqtoolError("the tokenizer stored in the checkpoint is damaged") from None
 
 
 @dataclass
@@ -85,7 +88,10 @@ def load_run(target: str | Path, overrides: dict | None = None, device: torch.de
     recipe = recipe_from_dict(raw, source=f"{path} (recipe)")
     run_dir = Path(target) if Path(target).is_dir() else path.parent.parent
     recipe = recipe.model_copy(update={"output_dir": str(run_dir)})
-    vocabs = unpack_vocabs(payload["tokenizer"]) if payload.get("tokenizer") else None
+    try:
+        vocabs = unpack_vocabs(payload["tokenizer"]) if payload.get("tokenizer") else None
+    except SeqtoolError as err:
+        raise SeqtoolError(f"{path}: {err}") from None
     try:
         sizes = VocabSizes(**payload["sizes"])
     except (KeyError, TypeError):

@@ -9,6 +9,7 @@ import pytest
 from seqtool.models.base import VocabSizes
 from seqtool.recipe import load_recipe
 from seqtool.runs import build_model
+from seqtool.tasks import TASKS
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml"))
 
@@ -23,5 +24,8 @@ def test_recipe_validates_and_builds(path):
     text = path.read_text(encoding="utf-8")
     assert text.startswith("#"), "a recipe starts with a comment: what it is, the command, an override"
     recipe = load_recipe(path)
-    model = build_model(recipe, VocabSizes(64, 64))
+    size = recipe.data.tokenizer.vocab_size or 40000  # a word vocabulary's size is known after prepare only
+    task = TASKS.get(recipe.task).builder
+    sizes = task.expected_sizes(recipe) if hasattr(task, "expected_sizes") else VocabSizes(size, size)
+    model = build_model(recipe, sizes)
     assert sum(p.numel() for p in model.parameters()) > 0

@@ -40,9 +40,13 @@ class LMBatch:
 
 
 def _to(batch, device: torch.device):
-    values = {f.name: getattr(batch, f.name) for f in fields(batch)}
-    moved = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
-    return type(batch)(**moved)
+    """Tensors to `device`; for CUDA through pinned memory, so the copy runs while the GPU computes."""
+    def move(v):
+        if not isinstance(v, torch.Tensor) or v.device == device:
+            return v
+        return (v.pin_memory() if device.type == "cuda" else v).to(device, non_blocking=True)
+
+    return type(batch)(**{f.name: move(getattr(batch, f.name)) for f in fields(batch)})
 
 
 def pad_rows(rows: list[np.ndarray], prefix: int | None = None, suffix: int | None = None) -> torch.Tensor:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import zip_longest
 from pathlib import Path
+from typing import TypeVar
 
 from seqtool.errors import SeqtoolError, located
 
+T = TypeVar("T")
 CHUNK_LINES = 4096
 _HINT = " (data.encoding_errors: replace or skip lets it through)"
 # Control characters (Unicode category Cc) other than tab: invisible to every tokenizer, they
@@ -51,16 +53,21 @@ def iter_lines(path: Path, errors: str = "strict", hint: str = _HINT) -> Iterato
             yield text
 
 
-def iter_chunks(path: Path, errors: str = "strict") -> Iterator[list[str]]:
-    """Lines in lists of CHUNK_LINES, for streaming encoders."""
-    chunk: list[str] = []
-    for text in iter_lines(path, errors):
-        chunk.append(text)
-        if len(chunk) == CHUNK_LINES:
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of `size` items (the last may be shorter), for streaming in bounded memory."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
             yield chunk
             chunk = []
     if chunk:
         yield chunk
+
+
+def iter_chunks(path: Path, errors: str = "strict") -> Iterator[list[str]]:
+    """Lines in lists of CHUNK_LINES, for streaming encoders."""
+    return chunked(iter_lines(path, errors), CHUNK_LINES)
 
 
 def iter_pair_chunks(src: Path, tgt: Path, errors: str = "strict") -> Iterator[tuple[list[str], list[str]]]:

@@ -12,7 +12,7 @@ import torch
 from seqtool.data.textio import decode_line
 from seqtool.decoding.search import SearchSettings
 from seqtool.decoding.translate import translate_lines
-from seqtool.errors import located
+from seqtool.errors import SeqtoolError, located
 from seqtool.runs import load_run, pick_device
 from seqtool.util.files import atomic_open
 
@@ -32,6 +32,9 @@ def read_source(path: Path | None) -> Iterator[str]:
 def run_translate(checkpoint: Path, source: Path | None, output: Path | None, overrides: dict, *,
                   device: str, seed: int, warn: Callable[[str], None]) -> None:
     run = load_run(checkpoint, overrides, pick_device(device))
+    if run.recipe.task != "translation":
+        raise SeqtoolError(f"{run.path}: a {run.recipe.task!r} run ({run.recipe.model.arch}); translate needs a "
+                           "translation run")
     spec = run.recipe.decode
     settings = SearchSettings.from_spec(spec)
     generator = None

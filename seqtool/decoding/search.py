@@ -8,11 +8,23 @@ at its length limit; done sentences leave the batch. fairseq's rule, done once K
 finished, is not used: when the model is confident, K poor early-EOS hypotheses can fill the
 finished set before the best one ends. Beam 1 is greedy.
 Each sentence's computation is independent of the others, so output does not depend on batch size.
+
+GNMT's pruning (Wu et al. 2016, sec. 7), on with `prune_margin` (the paper's "beamsize", 3.0):
+  1. a hypothesis only considers tokens whose local score log p(y | prefix) is within the margin of
+     its best token's;
+  2. once a sentence has a finished hypothesis, live hypotheses whose normalized score s(Y, X) (of
+     the prefix so far) is more than the margin below the best finished score are dropped.
+Both only remove candidates that are far behind, so a large margin gives the plain search's output
+exactly; rule 2 also lets sentences finish early, which is where the speed comes from.
+
+Everything per step is tensor work over all sentences at once (finished hypotheses included, kept
+as (sentences, K) tensors); the host reads one boolean per step (whether a sentence is done, to
+shrink the batch) and turns tensors into Python hypotheses once per batch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -55,7 +67,7 @@ class Hypothesis:
 class Live(Rows):
     """Search bookkeeping for the sentences still being decoded; K rows per sentence for beams."""
 
-    tokens: torch.Tensor  # (N, t + 1) BOS and the tokens so far
+    tokens: torch.Tensor  # (N, T + 1) BOS, the tokens so far, PAD after them (T: the longest limit)
     scores: torch.Tensor  # (N,) cumulative log-probabilities
     attn_sum: torch.Tensor | None  # (N, S) attention mass each source position received
     src_mask: torch.Tensor  # (N, S)
@@ -86,76 +98,102 @@ def _start(model, src, src_mask, settings, rows_per_sentence: int):
     first = torch.zeros(B, rows_per_sentence, device=src.device)
     first[:, 1:] = float("-inf")  # K copies of one empty prefix: only one may expand at step 0
     attn = src.new_zeros(rows.numel(), src.size(1), dtype=torch.float32) if settings.beta else None
-    live = Live(src.new_full((rows.numel(), 1), BOS), first.view(-1), attn, src_mask[rows],
-                output_limits(src_mask, settings)[rows])
+    limits = output_limits(src_mask, settings)
+    tokens = src.new_full((rows.numel(), int(limits.max()) + 1), PAD)
+    tokens[:, 0] = BOS
+    live = Live(tokens, first.view(-1), attn, src_mask[rows], limits[rows])
     return enc, model.start(enc), live, torch.arange(B, device=src.device)
 
 
-def _constrain(log_probs: torch.Tensor, step: int, live: Live, min_len: int) -> torch.Tensor:
-    """(1) Never emit PAD/BOS; no EOS before min_len; only EOS once the length limit is reached."""
-    lp = log_probs.float().clone()
-    lp[:, PAD] = lp[:, BOS] = float("-inf")
-    if step < min_len:
-        lp[:, EOS] = float("-inf")
-    at_limit = step + 1 >= live.max_len
-    if at_limit.any():
-        eos = lp[:, EOS].clone()
-        lp[at_limit] = float("-inf")
-        lp[at_limit, EOS] = eos[at_limit]
-    return lp
+def _constrain(x: torch.Tensor, step: int, live: Live, settings: SearchSettings, shortest: int) -> torch.Tensor:
+    """(2) In place on (N, V) log-probabilities (the step's own output, which search consumes): never
+    PAD/BOS; no EOS before min_len; only EOS at a row's length limit. `shortest` is the smallest limit
+    among the rows, known on the host, so that rows far from their limits cost nothing."""
+    x[:, PAD] = x[:, BOS] = float("-inf")
+    if step < settings.min_len:
+        x[:, EOS] = float("-inf")
+    if step + 1 >= shortest:
+        at_limit = (step + 1 >= live.max_len).unsqueeze(1)  # (N, 1)
+        eos = x[:, EOS].clone()
+        x.masked_fill_(at_limit, float("-inf"))
+        x[:, EOS] = torch.where(at_limit[:, 0], eos, x[:, EOS])
+    return x
 
 
 def beam_search(model: Seq2SeqModel, src: torch.Tensor, src_mask: torch.Tensor,
                 settings: SearchSettings) -> list[list[Hypothesis]]:
+    """Phases per step: (1) model step, (2) constrain, (3) candidates, (4) finalize EOS candidates,
+    (5) advance, (6) GNMT pruning of live rows, (7) done sentences leave the batch. No Python loop over
+    hypotheses, and one host read per step (whether any sentence is done)."""
     K = settings.beam
     enc, state, live, sentence = _start(model, src, src_mask, settings, K)
-    finished = _Finished(src.size(0), K, settings.n_best, src.device)
-    for step in range(int(live.max_len.max())):
-        out = model.step(live.tokens[:, -1], state, enc)
-        lp = _constrain(out.log_probs, step, live, settings.min_len)
+    finished = _Finished.empty(src.size(0), K, live.tokens.size(1) - 1, src.device)
+    results = _Finished.empty(src.size(0), K, live.tokens.size(1) - 1, src.device)
+    shortest = int(live.max_len.min())
+    for step in range(live.tokens.size(1) - 1):
+        out = model.step(live.tokens[:, step], state, enc)  # (1)
         if live.attn_sum is not None:
             live.attn_sum = live.attn_sum + out.attn.float()
-        cand = _candidates(live.scores, lp, K, settings.prune_margin)
-        _finalize(finished, sentence, live, cand, step, settings)
-        live, state = _advance(live, out.state, cand, K)
-        done = _done(finished, sentence, live, step, settings)
-        if done.all():
+        log_probs = _constrain(out.log_probs.float(), step, live, settings, shortest)  # (2)
+        cand = _candidates(live.scores, log_probs, K, settings.prune_margin)  # (3)
+        finished = _finalize(finished, live, cand, step, settings)  # (4)
+        live, state = _advance(live, out.state, cand, step, K)  # (5)
+        if settings.prune_margin is not None:
+            live.scores = _prune_live(live, finished, step, settings)  # (6)
+        done = _done(finished, live, step, settings)  # (7)
+        if not bool(done.any()):
+            continue
+        results.put(sentence[done], finished.reorder(done.nonzero().squeeze(1)))
+        if bool(done.all()):
             break
-        if done.any():
-            rows = (~done).repeat_interleave(K).nonzero().squeeze(1)
-            live, state, enc, sentence = live.reorder(rows), state.reorder(rows), enc.reorder(rows), sentence[~done]
-    return finished.best()
+        rows = (~done).repeat_interleave(K).nonzero().squeeze(1)
+        live, state, enc = live.reorder(rows), state.reorder(rows), enc.reorder(rows)
+        finished, sentence = finished.reorder((~done).nonzero().squeeze(1)), sentence[~done]
+        shortest = int(live.max_len.min())
+    return results.hypotheses(settings.n_best)
 
 
-class _Finished:
-    """Finished hypotheses per sentence (the K best by final score) and the n_best-th best score."""
+@dataclass
+class _Finished(Rows):
+    """The K best finished hypotheses of each sentence, best first (score -inf: an empty slot)."""
 
-    def __init__(self, batch: int, keep: int, n_best: int, device: torch.device):
-        self.hyps: list[list[Hypothesis]] = [[] for _ in range(batch)]
-        self.keep, self.n_best = keep, n_best
-        self.threshold = torch.full((batch,), float("-inf"), device=device)
+    scores: torch.Tensor  # (n, K) final scores log P / lp + cp
+    log_probs: torch.Tensor  # (n, K)
+    lengths: torch.Tensor  # (n, K) tokens before EOS
+    tokens: torch.Tensor  # (n, K, T) the tokens before EOS, PAD after them
 
-    def add(self, sentence: int, hyp: Hypothesis) -> None:
-        hyps = self.hyps[sentence]
-        hyps.append(hyp)
-        hyps.sort(key=lambda h: -h.score)
-        del hyps[self.keep :]
-        if len(hyps) >= self.n_best:
-            self.threshold[sentence] = hyps[self.n_best - 1].score
+    @classmethod
+    def empty(cls, n: int, K: int, T: int, device: torch.device) -> _Finished:
+        scores = torch.full((n, K), float("-inf"), device=device)
+        return cls(scores, scores.clone(), torch.zeros(n, K, dtype=torch.long, device=device),
+                   torch.full((n, K, T), PAD, dtype=torch.long, device=device))
 
-    def best(self) -> list[list[Hypothesis]]:
-        return [hyps[: self.n_best] for hyps in self.hyps]
+    def merge(self, other: _Finished) -> _Finished:
+        """The K best of both, ties keeping self's first (a stable sort, as appending to a sorted list)."""
+        K = self.scores.size(1)
+        order = torch.cat([self.scores, other.scores], 1).sort(dim=1, descending=True, stable=True).indices[:, :K]
+        return _Finished(*(_pick(getattr(self, f.name), getattr(other, f.name), order) for f in fields(self)))
+
+    def put(self, index: torch.Tensor, rows: _Finished) -> None:
+        for f in fields(self):
+            getattr(self, f.name)[index] = getattr(rows, f.name)
+
+    def hypotheses(self, n_best: int) -> list[list[Hypothesis]]:
+        """Plain Python results, read from the tensors once."""
+        out = []
+        for scores, log_probs, lengths, tokens in zip(self.scores[:, :n_best].tolist(),
+                                                      self.log_probs[:, :n_best].tolist(),
+                                                      self.lengths[:, :n_best].tolist(),
+                                                      self.tokens[:, :n_best].tolist()):
+            out.append([Hypothesis(t[:n], s, lp) for s, lp, n, t in zip(scores, log_probs, lengths, tokens)
+                        if s > float("-inf")])
+        return out
 
 
-def _done(finished: _Finished, sentence: torch.Tensor, live: Live, step: int, settings: SearchSettings) -> torch.Tensor:
-    """(5) A sentence is done when no live row can still beat its n_best-th finished hypothesis, or
-    at its length limit. A live row with log-probability s < 0 can at best reach s / lp(max_len):
-    log-probabilities only fall, lp only grows up to max_len, and the coverage penalty is <= 0."""
-    K = settings.beam
-    max_len = live.max_len.view(-1, K)[:, 0]
-    bound = live.scores / length_penalty(live.max_len, settings.alpha)
-    reachable = bound.view(-1, K).max(dim=1).values
-    return (finished.threshold[sentence] >= reachable) | (step + 1 >= max_len)
+def _pick(a: torch.Tensor, b: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Slots `order` (n, K) of a and b (n, K, ...) side by side."""
+    index = order.view(*order.shape, *[1] * (a.dim() - 2)).expand(-1, -1, *a.shape[2:])
+    return torch.cat([a, b], 1).gather(1, index)
 
 
 @dataclass
@@ -165,44 +203,71 @@ class Candidates:
     tokens: torch.Tensor  # (n, 2K)
 
 
-def _candidates(scores: torch.Tensor, lp: torch.Tensor, K: int, prune_margin: float | None) -> Candidates:
-    """(2) The 2K best one-token extensions of each sentence's K rows."""
-    V = lp.size(1)
-    total = (scores.unsqueeze(1) + lp).view(-1, K * V)  # (n, K*V)
-    cand_scores, index = total.topk(min(2 * K, K * V), dim=1)
+def _candidates(scores: torch.Tensor, log_probs: torch.Tensor, K: int, prune_margin: float | None) -> Candidates:
+    """(3) The 2K best one-token extensions of each sentence's K rows: (N,) cumulative scores plus (N, V)
+    next-token log-probabilities. A sentence's 2K best are among its rows' own 2K best tokens, so only
+    those are added up and ranked (no pass over a (N, V) sum).
+
+    GNMT pruning rule 1 (Wu et al. 2016, sec. 7): a row only considers tokens whose local score is
+    within prune_margin of its best token (log p(y|prefix) >= max_y' log p(y'|prefix) - margin)."""
+    width = min(2 * K, log_probs.size(1))
+    local, token = log_probs.topk(width, dim=1)  # (N, 2K), best first
     if prune_margin is not None:
-        cand_scores = cand_scores.masked_fill(cand_scores < cand_scores[:, :1] - prune_margin, float("-inf"))
-    base = torch.arange(total.size(0), device=lp.device).unsqueeze(1) * K
-    return Candidates(cand_scores, base + index // V, index % V)
+        local = local.masked_fill(local < local[:, :1] - prune_margin, float("-inf"))
+    total = (scores.unsqueeze(1) + local).view(-1, K * width)  # (n, K * 2K)
+    cand_scores, index = total.topk(min(2 * K, K * width), dim=1)
+    base = torch.arange(total.size(0), device=total.device).unsqueeze(1) * K
+    return Candidates(cand_scores, base + index // width, token.view(-1, K * width).gather(1, index))
 
 
-def _finalize(finished: _Finished, sentence, live: Live, cand: Candidates, step: int, settings: SearchSettings) -> None:
-    """(3) EOS among a sentence's best K candidates ends a hypothesis, scored by GNMT's s(Y, X)."""
+def _finalize(finished: _Finished, live: Live, cand: Candidates, step: int, settings: SearchSettings) -> _Finished:
+    """(4) EOS among a sentence's best K candidates ends a hypothesis, scored by GNMT's s(Y, X) and
+    merged into the sentence's K best finished ones."""
     K = settings.beam
-    eos = (cand.tokens[:, :K] == EOS) & (cand.scores[:, :K] > float("-inf"))
-    if not eos.any():
-        return
-    which, slot = eos.nonzero(as_tuple=True)
-    rows = cand.parents[which, slot]
-    log_prob = cand.scores[which, slot]
-    lengths = torch.full_like(log_prob, step + 1)
+    n = cand.scores.size(0)
+    eos = (cand.tokens[:, :K] == EOS) & (cand.scores[:, :K] > float("-inf"))  # (n, K)
+    rows = cand.parents[:, :K].reshape(-1)
+    log_prob = cand.scores[:, :K].reshape(-1)
     attn = live.attn_sum[rows] if live.attn_sum is not None else None
+    lengths = torch.full_like(rows, step + 1)
     final = gnmt_score(log_prob, lengths, attn, live.src_mask[rows], alpha=settings.alpha, beta=settings.beta)
-    tokens = live.tokens[rows, 1:].tolist()
-    for s, toks, score, lp in zip(sentence[which].tolist(), tokens, final.tolist(), log_prob.tolist()):
-        finished.add(s, Hypothesis(toks, score, lp))
+    new = _Finished(final.view(n, K).masked_fill(~eos, float("-inf")), log_prob.view(n, K),
+                    (lengths - 1).view(n, K), live.tokens[rows, 1:].view(n, K, -1))
+    return finished.merge(new)
 
 
-def _advance(live: Live, state: Rows, cand: Candidates, K: int) -> tuple[Live, Rows]:
-    """(4) The best K non-EOS candidates become the new rows (at most K of 2K are EOS)."""
+def _advance(live: Live, state: Rows, cand: Candidates, step: int, K: int) -> tuple[Live, Rows]:
+    """(5) The best K non-EOS candidates become the new rows (at most K of 2K are EOS)."""
     width = cand.tokens.size(1)
     rank = torch.arange(width, device=cand.tokens.device) + (cand.tokens == EOS) * width
     pick = rank.topk(K, dim=1, largest=False).indices  # (n, K), in candidate order
     parents = cand.parents.gather(1, pick).view(-1)
     moved = live.reorder(parents)
-    moved.tokens = torch.cat([moved.tokens, cand.tokens.gather(1, pick).view(-1, 1)], dim=1)
+    moved.tokens[:, step + 1] = cand.tokens.gather(1, pick).view(-1)
     moved.scores = cand.scores.gather(1, pick).view(-1)
     return moved, state.reorder(parents)
+
+
+def _prune_live(live: Live, finished: _Finished, step: int, settings: SearchSettings) -> torch.Tensor:
+    """(6) GNMT pruning rule 2: once a sentence has a finished hypothesis, live rows whose normalized
+    score (s(Y, X) of the prefix so far) is more than prune_margin below its best are dropped
+    (their score becomes -inf, so they are never extended nor keep the sentence open)."""
+    lengths = torch.full_like(live.max_len, step + 1)
+    normalized = gnmt_score(live.scores, lengths, live.attn_sum, live.src_mask, alpha=settings.alpha,
+                            beta=settings.beta)
+    best = finished.scores[:, :1].expand(-1, settings.beam).reshape(-1)
+    return live.scores.masked_fill(normalized < best - settings.prune_margin, float("-inf"))
+
+
+def _done(finished: _Finished, live: Live, step: int, settings: SearchSettings) -> torch.Tensor:
+    """(7) A sentence is done when no live row can still beat its n_best-th finished hypothesis, or
+    at its length limit. A live row with log-probability s < 0 can at best reach s / lp(max_len):
+    log-probabilities only fall, lp only grows up to max_len, and the coverage penalty is <= 0."""
+    K = settings.beam
+    max_len = live.max_len.view(-1, K)[:, 0]
+    bound = live.scores / length_penalty(live.max_len, settings.alpha)
+    reachable = bound.view(-1, K).max(dim=1).values
+    return (finished.scores[:, settings.n_best - 1] >= reachable) | (step + 1 >= max_len)
 
 
 def sample(model: Seq2SeqModel, src: torch.Tensor, src_mask: torch.Tensor, settings: SearchSettings,
@@ -212,13 +277,14 @@ def sample(model: Seq2SeqModel, src: torch.Tensor, src_mask: torch.Tensor, setti
     enc, state, live, _ = _start(model, src, src_mask, settings, n)
     live.scores.zero_()
     done = torch.zeros_like(live.scores, dtype=torch.bool)
-    for step in range(int(live.max_len.max())):
-        out = model.step(live.tokens[:, -1], state, enc)
-        lp = _constrain(out.log_probs, step, live, settings.min_len)
+    shortest = int(live.max_len.min())
+    for step in range(live.tokens.size(1) - 1):
+        out = model.step(live.tokens[:, step], state, enc)
+        lp = _constrain(out.log_probs.float().clone(), step, live, settings, shortest)
         token = torch.multinomial(_filter(lp, settings).exp(), 1, generator=generator).squeeze(1)
         token = token.masked_fill(done, PAD)
         live.scores += lp.gather(1, token.unsqueeze(1)).squeeze(1).masked_fill(done, 0.0)
-        live.tokens = torch.cat([live.tokens, token.unsqueeze(1)], dim=1)
+        live.tokens[:, step + 1] = token
         done |= token == EOS
         state = out.state
         if done.all():

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from seqtool.data.batching import pad_rows
+from seqtool.data.textio import chunked
 from seqtool.data.tokenizer import EOS
 from seqtool.data.vocab import Vocabs
 from seqtool.decoding.search import Hypothesis, SearchSettings, search
@@ -58,7 +59,7 @@ def translate_lines(model, vocabs: Vocabs, lines: Iterable[str], settings: Searc
                     generator: torch.Generator | None = None) -> Iterator[Translation]:
     """Translations of raw lines, one per line, in order; over-long inputs are truncated with a warning."""
     number = 0
-    for chunk in _chunks(lines):
+    for chunk in chunked(lines, CHUNK):
         sources = []
         for ids in vocabs.src.encode(chunk):
             number += 1
@@ -71,13 +72,3 @@ def translate_lines(model, vocabs: Vocabs, lines: Iterable[str], settings: Searc
             nbest = [(vocabs.tgt.decode(h.tokens), h.score) for h in hyps]
             yield Translation(nbest[0][0], nbest)
 
-
-def _chunks(lines: Iterable[str]) -> Iterator[list[str]]:
-    chunk: list[str] = []
-    for line in lines:
-        chunk.append(line)
-        if len(chunk) == CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

@@ -24,4 +24,10 @@ def evaluate_run(target: Path, split: str, overrides: dict, device: str = "auto"
         raise SeqtoolError(f"--split {split}: the recipe has no such split "
                            f"(have: {', '.join(task.data.manifest['splits'])})")
     metrics = task.evaluate(run.model, split, SearchSettings.from_spec(run.recipe.decode, n_best=1, sample=False))
-    return {"checkpoint": str(run.path), "step": run.payload["trainer"]["step"], "split": split, **metrics}
+    return {"checkpoint": str(run.path), "step": run.payload["trainer"]["step"], "task": run.recipe.task,
+            "split": split, **metrics}
+
+
+def format_result(result: dict) -> str:
+    """The text `seqtool eval` prints for a result of evaluate_run (its task decides the layout)."""
+    return TASKS.get(result["task"]).builder.format_result(result)

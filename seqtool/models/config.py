@@ -18,3 +18,8 @@ class ModelConfig(BaseModel):
     arch: str
     tasks: ClassVar[tuple[str, ...]] = ()
     has_attention: ClassVar[bool] = False
+
+    def recipe_problems(self, recipe) -> list[str]:
+        """Conflicts between this model section and the rest of the recipe (the model's own checks,
+        run with the recipe's cross-field rules at load time); none by default."""
+        return []

@@ -1,9 +1,12 @@
-"""Pieces several models share: attention and a batch-first wrapper around torch's fused RNNs."""
+"""Pieces several models share: attention, fast dropout, and batch-first recurrent stacks over the
+registered cells and norms (torch's fused RNNs where they apply)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from seqtool.models.cells import build_cell, cell_config, norm_config, uses_fused
 
 
 class Attention(nn.Module):
@@ -77,25 +80,45 @@ class Dropout(nn.Module):
 
 
 class Recurrent(nn.Module):
-    """A stack of tanh-RNN / LSTM / GRU layers (torch's fused kernels), batch-first in and out,
-    with dropout between layers (Zaremba et al. 2014: not on the recurrent connections).
+    """A stack of recurrent layers, batch-first in and out, with dropout between layers (Zaremba et al.
+    2014: not on the recurrent connections). `cell` and `norm` name registered components
+    (seqtool/models/cells.py, norms.py), as strings or configs.
 
-    The state is a tuple of (B, layers, H) tensors, (h, c) for LSTM and (h,) otherwise, batch-first
-    so that search can reorder it like any other state. Inputs are right-padded and never packed:
-    packing sends torch's CPU LSTM down a per-timestep path several times slower, and positions
-    before the padding do not depend on it.
+    Plain lstm/gru/rnn without a norm run on torch's fused kernels; their state is a tuple of
+    (B, layers, H) tensors, (h, c) for LSTM and (h,) otherwise, batch-first so that search can reorder
+    it like any other state. Other cells run a time loop (cells.CellLayer); their state is the core
+    tensors (h[, c]) as (B, layers, H) followed by one tuple of per-layer extras (time index, norm
+    memories). A state given without the extras (e.g. from `initial_state`) starts them fresh.
+    Inputs are right-padded and never packed: packing sends torch's CPU LSTM down a per-timestep path
+    several times slower, and positions before the padding do not depend on it; `mask` (B, T) keeps
+    padded rows out of batch statistics.
     """
 
-    def __init__(self, cell: str, input_dim: int, hidden_dim: int, layers: int = 1, *, dropout: float = 0.0):
+    def __init__(self, cell, input_dim: int, hidden_dim: int, layers: int = 1, *, dropout: float = 0.0,
+                 norm="none"):
         super().__init__()
-        kinds = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-        self.cell = cell
-        self.layers = nn.ModuleList(kinds[cell](input_dim if i == 0 else hidden_dim, hidden_dim, batch_first=True)
-                                    for i in range(layers))
+        cell_cfg, norm_cfg = cell_config(cell), norm_config(norm)
+        self.cell = cell_cfg.name
+        self.fused = uses_fused(cell_cfg, norm_cfg)
+        sizes = [(input_dim if i == 0 else hidden_dim, hidden_dim) for i in range(layers)]
+        if self.fused:
+            kinds = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+            self.layers = nn.ModuleList(kinds[self.cell](i, h, batch_first=True) for i, h in sizes)
+            self.core = 2 if self.cell == "lstm" else 1
+        else:
+            self.layers = nn.ModuleList(build_cell(cell_cfg, norm_cfg, i, h) for i, h in sizes)
+            self.core = self.layers[0].core
         self.drop = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, state: tuple | None = None) -> tuple[torch.Tensor, tuple]:
+    def initial_state(self, hidden: torch.Tensor) -> tuple:
+        """A start state from hidden states (B, layers, H); memory cells (if any) start at zero."""
+        return (hidden, torch.zeros_like(hidden)) if self.core == 2 else (hidden,)
+
+    def forward(self, x: torch.Tensor, state: tuple | None = None,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple]:
         """x (B, T, I) -> outputs (B, T, H), final state (after all T steps, padding included)."""
+        if not self.fused:
+            return self._loop(x, state, mask)
         finals = []
         for i, layer in enumerate(self.layers):
             hidden = None
@@ -105,6 +128,23 @@ class Recurrent(nn.Module):
             x, hidden = layer(self.drop(x) if i else x, hidden)
             finals.append(hidden if self.cell == "lstm" else (hidden,))
         return x, tuple(torch.cat([f[k] for f in finals], 0).transpose(0, 1) for k in range(len(finals[0])))
+
+    def _loop(self, x: torch.Tensor, state: tuple | None, mask: torch.Tensor | None) -> tuple[torch.Tensor, tuple]:
+        finals = []
+        for i, layer in enumerate(self.layers):
+            layer_state = None
+            if state is not None:
+                extras = state[self.core][i] if len(state) > self.core else layer.start(x.size(0), x)[self.core:]
+                layer_state = (*(s[:, i] for s in state[: self.core]), *extras)
+            x, layer_state = layer(self.drop(x) if i else x, layer_state, mask)
+            finals.append(layer_state)
+        core = tuple(torch.stack([f[k] for f in finals], 1) for k in range(self.core))
+        return x, (*core, tuple(f[self.core:] for f in finals))
+
+
+def length_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B, steps) True on the first lengths[b] steps of each row."""
+    return torch.arange(steps, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -123,15 +163,16 @@ class BiRecurrent(nn.Module):
     directions; `final` is each direction's state after reading its whole sequence, concatenated.
     """
 
-    def __init__(self, cell: str, input_dim: int, hidden_dim: int):
+    def __init__(self, cell, input_dim: int, hidden_dim: int, *, norm="none"):
         super().__init__()
-        self.fwd = Recurrent(cell, input_dim, hidden_dim)
-        self.bwd = Recurrent(cell, input_dim, hidden_dim)
+        self.fwd = Recurrent(cell, input_dim, hidden_dim, norm=norm)
+        self.bwd = Recurrent(cell, input_dim, hidden_dim, norm=norm)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, I) -> outputs (B, T, 2H), final hidden (B, 2H)."""
-        fwd = self.fwd(x)[0]
-        bwd = reverse_padded(self.bwd(reverse_padded(x, lengths))[0], lengths)
+        mask = None if self.fwd.fused else length_mask(lengths, x.size(1))
+        fwd = self.fwd(x, mask=mask)[0]
+        bwd = reverse_padded(self.bwd(reverse_padded(x, lengths), mask=mask)[0], lengths)
         last = (lengths - 1).clamp(min=0)
         final = torch.cat([fwd[torch.arange(x.size(0), device=x.device), last], bwd[:, 0]], dim=-1)
         return torch.cat([fwd, bwd], dim=-1), final
@@ -146,14 +187,14 @@ class RecurrentEncoder(nn.Module):
     read at each row's last real position.
     """
 
-    def __init__(self, cell: str, input_dim: int, hidden_dim: int, layers: int, *, bidirectional_layers: int = 0,
-                 dropout: float = 0.0, residual_from: int | None = None):
+    def __init__(self, cell, input_dim: int, hidden_dim: int, layers: int, *, bidirectional_layers: int = 0,
+                 dropout: float = 0.0, residual_from: int | None = None, norm="none"):
         super().__init__()
         if bidirectional_layers and hidden_dim % 2:
             raise ValueError("bidirectional layers need an even hidden size")
         self.layers = nn.ModuleList(
-            BiRecurrent(cell, input_dim if i == 0 else hidden_dim, hidden_dim // 2) if i < bidirectional_layers
-            else Recurrent(cell, input_dim if i == 0 else hidden_dim, hidden_dim)
+            BiRecurrent(cell, input_dim if i == 0 else hidden_dim, hidden_dim // 2, norm=norm)
+            if i < bidirectional_layers else Recurrent(cell, input_dim if i == 0 else hidden_dim, hidden_dim, norm=norm)
             for i in range(layers)
         )
         self.drop = Dropout(dropout)
@@ -168,7 +209,7 @@ class RecurrentEncoder(nn.Module):
             if isinstance(layer, BiRecurrent):
                 out, final = layer(inp, lengths)
             else:
-                out = layer(inp)[0]
+                out = layer(inp, mask=None if layer.fused else length_mask(lengths, x.size(1)))[0]
                 final = out[rows, last]
             if self.residual_from is not None and number >= self.residual_from:
                 out = out + x

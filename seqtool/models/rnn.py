@@ -28,25 +28,49 @@ from torch import nn
 
 from seqtool.data.tokenizer import PAD
 from seqtool.models.base import LanguageModel, Rows, Seq2SeqModel, StepOut, VocabSizes
+from seqtool.models.cells import CELLS, compatibility_problem
+from seqtool.models.components import component_field
 from seqtool.models.config import ModelConfig
 from seqtool.models.layers import Attention, Dropout, Recurrent, RecurrentEncoder
+from seqtool.models.norms import NORMS, SiteNorm
 from seqtool.registry import MODELS
 
-Cell = Literal["lstm", "gru", "rnn"]
+Cell = component_field(CELLS)
+Norm = component_field(NORMS)
+CELL_HELP = ("a registered cell (seqtool/models/cells.py): rnn (tanh), lstm, gru, gru_chung, lstm_peephole, "
+             "ncgru, arma, sr_gru, sr_lstm; a name or {name: ..., options}")
+NORM_HELP = "normalization inside the cell: none, layer, batch, recurrent_batch, bln, atn (seqtool/models/norms.py)"
+
+
+class RecurrentConfig(ModelConfig):
+    """The cell and norm keys every recurrent model shares; they must fit together."""
+
+    cell: Cell = Field("lstm", validate_default=True, description=CELL_HELP)
+    norm: Norm = Field("none", validate_default=True, description=NORM_HELP)
+
+    @model_validator(mode="after")
+    def _cell_takes_norm(self) -> RecurrentConfig:
+        problem = compatibility_problem(self.cell, self.norm)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 def init_uniform(module: nn.Module, scale: float | None) -> None:
-    """Uniform(-scale, scale) for every parameter (Zaremba et al. 2014; OpenNMT's default 0.1)."""
+    """Uniform(-scale, scale) for every parameter (Zaremba et al. 2014; OpenNMT's default 0.1), except
+    norm gains and shifts and cells whose paper prescribes their own init (they keep theirs)."""
     if scale is None:
         return
+    own = {id(p) for m in module.modules() if isinstance(m, SiteNorm) or getattr(m, "keeps_init", False)
+           for p in m.parameters()}
     for p in module.parameters():
-        nn.init.uniform_(p, -scale, scale)
+        if id(p) not in own:
+            nn.init.uniform_(p, -scale, scale)
 
 
-class RNNLMConfig(ModelConfig):
+class RNNLMConfig(RecurrentConfig):
     arch: Literal["rnnlm"] = "rnnlm"
     tasks: ClassVar = ("lm",)
-    cell: Cell = Field("lstm", description="rnn (tanh), lstm or gru")
     embed_dim: int = Field(200, gt=0)
     hidden_dim: int = Field(200, gt=0)
     layers: int = Field(2, ge=1)
@@ -65,7 +89,7 @@ class RNNLM(LanguageModel):
     def __init__(self, cfg: RNNLMConfig, vocab: int):
         super().__init__()
         self.embed = nn.Embedding(vocab, cfg.embed_dim, padding_idx=PAD)
-        self.rnn = Recurrent(cfg.cell, cfg.embed_dim, cfg.hidden_dim, cfg.layers, dropout=cfg.dropout)
+        self.rnn = Recurrent(cfg.cell, cfg.embed_dim, cfg.hidden_dim, cfg.layers, dropout=cfg.dropout, norm=cfg.norm)
         self.drop = Dropout(cfg.dropout)
         self.out = nn.Linear(cfg.hidden_dim, vocab)
         init_uniform(self, cfg.init_scale)
@@ -82,11 +106,10 @@ def build_rnnlm(cfg: RNNLMConfig, sizes: VocabSizes) -> RNNLM:
     return RNNLM(cfg, sizes.tgt)
 
 
-class RNNSeq2SeqConfig(ModelConfig):
+class RNNSeq2SeqConfig(RecurrentConfig):
     arch: Literal["rnn_seq2seq"] = "rnn_seq2seq"
     tasks: ClassVar = ("translation",)
     has_attention: ClassVar = True
-    cell: Cell = Field("lstm", description="rnn (tanh), lstm or gru")
     embed_dim: int = Field(256, gt=0)
     hidden_dim: int = Field(256, gt=0, description="decoder size; a bidirectional encoder has half per direction")
     encoder_layers: int = Field(2, ge=1)
@@ -130,12 +153,12 @@ class RNNSeq2Seq(Seq2SeqModel):
         E, H = cfg.embed_dim, cfg.hidden_dim
         self.src_embed = nn.Embedding(sizes.src, E, padding_idx=PAD)
         self.tgt_embed = self.src_embed if cfg.share_embeddings else nn.Embedding(sizes.tgt, E, padding_idx=PAD)
-        self.encoder = RecurrentEncoder(cfg.cell, E, H, cfg.encoder_layers, dropout=cfg.dropout,
+        self.encoder = RecurrentEncoder(cfg.cell, E, H, cfg.encoder_layers, dropout=cfg.dropout, norm=cfg.norm,
                                         bidirectional_layers=cfg.encoder_layers if cfg.bidirectional else 0)
         self.bridge = nn.Linear(H, H) if cfg.bridge else None
         self.att_dim = E if cfg.tie_embeddings else H
         self.decoder = Recurrent(cfg.cell, E + self.att_dim * cfg.input_feeding, H, cfg.decoder_layers,
-                                 dropout=cfg.dropout)
+                                 dropout=cfg.dropout, norm=cfg.norm)
         self.attention = Attention(cfg.attention, H, H)
         self.combine = nn.Linear(2 * H, self.att_dim, bias=False)
         self.drop = Dropout(cfg.dropout)
@@ -148,8 +171,7 @@ class RNNSeq2Seq(Seq2SeqModel):
         memory, finals = self.encoder(self.drop(self.src_embed(src)), src_mask.sum(1))
         start = None
         if self.bridge is not None:
-            hidden = torch.tanh(self.bridge(finals))
-            start = (hidden, torch.zeros_like(hidden)) if self.cfg.cell == "lstm" else (hidden,)
+            start = self.decoder.initial_state(torch.tanh(self.bridge(finals)))
         return Encoded(memory, self.attention.keys(memory), src_mask, start)
 
     def start(self, enc: Encoded) -> DecoderState:

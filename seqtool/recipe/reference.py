@@ -21,6 +21,8 @@ def _type_name(annotation: Any) -> str:
         return " or ".join(names) + (" or null" if type(None) in args else "")
     if origin in (list, tuple):
         return f"{origin.__name__} of " + ", ".join(_type_name(a) for a in args if a is not Ellipsis)
+    if getattr(annotation, "reference_type", None):  # a registered component (cell, norm)
+        return annotation.reference_type
     name = getattr(annotation, "__name__", str(annotation))
     return "section" if name == "SplitSpec" else name
 
@@ -39,7 +41,7 @@ def _rows(cls: type[BaseModel], prefix: str) -> list[str]:
     for name, field in cls.model_fields.items():
         key = f"{prefix}{name}"
         inner = _nested(field.annotation)
-        if inner is not None and name != "model":
+        if inner is not None and name != "model" and not getattr(inner, "reference_type", None):
             rows.extend(_rows(inner, f"{key}."))
             continue
         description = (field.description or "").replace("|", "\\|")
@@ -56,6 +58,20 @@ def _nested(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _component_tables(header: str) -> list[str]:
+    """The options of each registered cell and norm (`model.cell: {name: ..., option: ...}`)."""
+    from seqtool.models.cells import CELLS
+    from seqtool.models.norms import NORMS
+
+    parts = []
+    for key, registry in (("cell", CELLS), ("norm", NORMS)):
+        for name in registry.names():
+            rows = _rows(registry.get(name).config, f"model.{key}.")[1:]  # after `name`
+            if rows:
+                parts += ["", f"`model.{key}` with `name: {name}`", "", header, *rows]
+    return parts
+
+
 def markdown_reference(models: bool = True) -> str:
     """Markdown tables: the recipe's sections, then each registered model's keys."""
     from seqtool.models import MODELS
@@ -66,4 +82,5 @@ def markdown_reference(models: bool = True) -> str:
         for name in MODELS.names():
             config = MODELS.get(name).config
             parts += ["", f"`model` with `arch: {name}`", "", header, *_rows(config, "model.")]
+        parts += _component_tables(header)
     return "\n".join(parts) + "\n"

@@ -4,6 +4,7 @@ Each task module registers its class in TASKS; recipes name it with `task:`.
 """
 
 from seqtool.registry import TASKS
-from seqtool.tasks import lm, translation  # noqa: F401
+from seqtool.tasks import lm, qa, translation  # noqa: F401
+from seqtool.tasks import sequence  # noqa: F401  (synthetic, music)
 
 __all__ = ["TASKS"]

@@ -50,3 +50,8 @@ class Task:
 
     def evaluate(self, model, split: str, settings=None, limit: int | None = None) -> dict[str, float]:
         raise NotImplementedError
+
+    @classmethod
+    def format_result(cls, result: dict) -> str:
+        """`seqtool eval` without --json: one `key<TAB>value` line per result (tasks may add a table)."""
+        return "".join(f"{k}\t{v:.4f}\n" if isinstance(v, float) else f"{k}\t{v}\n" for k, v in result.items())

@@ -262,3 +262,25 @@ def test_a_real_process_prints_one_line(tmp_path):
     (tmp_path / "r.yaml").write_text(TINY_TRANSLATION)
     out = run_cli("train", "r.yaml", "--set", "model.arch=rnnlmm", cwd=tmp_path)
     check_error(out.returncode, out.stderr, "did you mean")
+
+
+def test_checkpoint_of_another_model_and_task(trained, tmp_path, capsys, monkeypatch):
+    payload = torch.load(trained / "runs" / "tiny" / "checkpoints" / "latest.pt", weights_only=True)
+    payload["recipe"]["model"]["hidden_dim"] = 64  # weights of a 48-wide model under a 64-wide recipe
+    torch.save(payload, tmp_path / "other.pt")
+    code, _, err = invoke(["translate", "-c", str(tmp_path / "other.pt")], capsys, monkeypatch, stdin=b"1\n")
+    check_error(code, err, "other.pt", "weights do not fit model 'rnn_seq2seq'")
+    lm = dict(torch.load(trained / "runs" / "tiny" / "checkpoints" / "latest.pt", weights_only=True))
+    lm["recipe"] = {**lm["recipe"], "task": "lm", "model": {"arch": "rnnlm"}, "data": {"corpus": "ptb"}}
+    torch.save(lm, tmp_path / "lm.pt")
+    code, _, err = invoke(["translate", "-c", str(tmp_path / "lm.pt")], capsys, monkeypatch, stdin=b"1\n")
+    check_error(code, err, "lm.pt")
+
+
+def test_checkpoint_tokenizer_names_cannot_escape(trained, tmp_path, capsys, monkeypatch):
+    payload = torch.load(trained / "runs" / "tiny" / "checkpoints" / "latest.pt", weights_only=True)
+    payload["tokenizer"] = {"../../escaped.txt": torch.zeros(3, dtype=torch.uint8)}
+    torch.save(payload, tmp_path / "evil.pt")
+    code, _, err = invoke(["translate", "-c", str(tmp_path / "evil.pt")], capsys, monkeypatch, stdin=b"1\n")
+    check_error(code, err, "escapes its directory")
+    assert not list(tmp_path.parent.glob("escaped.txt"))

@@ -113,9 +113,7 @@ def test_nan_steps_are_skipped_and_counted(tmp_path, tiny_recipe, monkeypatch, c
     status, err = run_main(["train", str(tiny_recipe), "--set", "train.max_steps=20"], monkeypatch, capsys)
     assert status == 0, err
     assert "3 steps skipped" in err
-    state = load_checkpoint(tmp_path / "runs" / "tiny" / "checkpoints" / "latest.pt")
-    assert state["trainer"]["skipped_steps"] == 3
-    assert all(torch.isfinite(t).all() for t in state["model"].values())
+    assert _latest_finite_state(tmp_path)["trainer"]["skipped_steps"] == 3
 
 
 def test_nan_streak_stops_without_overwriting_a_good_checkpoint(tmp_path, tiny_recipe, monkeypatch, capsys):
@@ -125,9 +123,13 @@ def test_nan_streak_stops_without_overwriting_a_good_checkpoint(tmp_path, tiny_r
                             "--set", "train.checkpoint.every=10"], monkeypatch, capsys)
     assert status == 2
     assert "training diverged: 4 consecutive steps with a non-finite loss" in err
-    state = load_checkpoint(tmp_path / "runs" / "tiny" / "checkpoints" / "latest.pt")
-    assert state["trainer"]["step"] == 10
+    assert _latest_finite_state(tmp_path)["trainer"]["step"] == 10
+
+
+def _latest_finite_state(root: Path) -> dict:
+    state = load_checkpoint(root / "runs" / "tiny" / "checkpoints" / "latest.pt")
     assert all(torch.isfinite(t).all() for t in state["model"].values())
+    return state
 
 
 def test_recipe_paths_cannot_escape_through_names(tmp_path, tiny_recipe, monkeypatch, capsys):

@@ -179,3 +179,92 @@ def test_sampling_is_seeded_and_follows_the_table():
     assert 0.7 < draws.count(4) / len(draws) < 0.9
     top1 = SearchSettings(sample=True, n_best=50, top_k=1, max_len_a=0, max_len_b=3)
     assert {h.tokens[0] for h in search(model, src, mask, top1, torch.Generator().manual_seed(0))[0]} == {4}
+
+
+def _random_tables(count: int, depth: int, seed: int) -> list[dict]:
+    torch.manual_seed(seed)
+    tables = []
+    for _ in range(count):
+        table = {}
+        for n in range(depth):
+            for prefix in itertools.product(WORDS, repeat=n):
+                p = torch.rand(4) ** 3 + 0.005
+                table[prefix] = dict(zip((4, 5, 6, EOS), (p / p.sum()).tolist()))
+        tables.append(table)
+    return tables
+
+
+class CountingModel(TableModel):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.steps = 0
+
+    def step(self, prev, state, enc):
+        self.steps += 1
+        return super().step(prev, state, enc)
+
+
+@pytest.mark.parametrize("beam,alpha,beta", [(1, 0.0, 0.0), (3, 0.0, 0.0), (3, 0.6, 0.0), (2, 0.2, 0.2), (4, 1.0, 0.4)])
+def test_large_prune_margin_changes_nothing(beam, alpha, beta):
+    attn = [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.3, 0.3, 0.4]]
+    model = TableModel(_random_tables(4, 5, seed=beam), UNIFORM, attn if beta else None)
+    src, mask = _src([0, 1, 2, 3])
+    plain = SearchSettings(beam=beam, alpha=alpha, beta=beta, n_best=beam, max_len_a=0, max_len_b=6)
+    pruned = SearchSettings(beam=beam, alpha=alpha, beta=beta, n_best=beam, max_len_a=0, max_len_b=6,
+                            prune_margin=1e4)
+    expect = beam_search(model, src, mask, plain)
+    got = beam_search(model, src, mask, pruned)
+    assert [[(h.tokens, h.score, h.log_prob) for h in hyps] for hyps in got] == \
+           [[(h.tokens, h.score, h.log_prob) for h in hyps] for hyps in expect]
+
+
+def test_rule_one_only_considers_tokens_near_the_best_local_score():
+    # With margin 1.0, a token is considered only when log p >= log p_best - 1.0 (p >= 0.368 p_best).
+    model = TableModel(_random_tables(2, 5, seed=7), UNIFORM)
+    src, mask = _src([0, 1])
+    kwargs = dict(beam=4, n_best=4, max_len_a=0, max_len_b=5)
+
+    def violations(results, sentence):
+        bad = 0
+        for hyp in results[sentence]:
+            for t, tok in enumerate((*hyp.tokens, EOS)[:4]):  # the 5th token is EOS forced by the limit
+                probs = model.probs(sentence, tuple(hyp.tokens[:t]))
+                bad += math.log(probs[tok]) < math.log(max(probs.values())) - 1.0
+        return bad
+
+    free = beam_search(model, src, mask, SearchSettings(**kwargs))
+    pruned = beam_search(model, src, mask, SearchSettings(prune_margin=1.0, **kwargs))
+    assert violations(free, 0) + violations(free, 1) > 0  # the rule has something to remove here
+    assert violations(pruned, 0) + violations(pruned, 1) == 0
+
+
+# root: EOS .5, 4 .45 (local gap 0.105), 5 .05 (gap 2.3); after 4: words .32/.3/.28, EOS .1 (gap 1.16);
+# after 4 x, EOS .9.
+RULE2 = {(): {EOS: 0.5, 4: 0.45, 5: 0.05}, (4,): {4: 0.32, 5: 0.3, 6: 0.28, EOS: 0.1}}
+THEN_EOS = {EOS: 0.9, 4: 0.1}
+
+
+def test_rule_two_drops_live_hypotheses_far_below_the_best_finished():
+    # Step 0 finishes "" (log .5 = -0.69). After step 1 the best live "4 4" has log(.45 * .32) = -1.94, 1.24
+    # below: margin 1.2 drops the live rows and the search ends after 2 steps with one hypothesis; margin 1.5
+    # keeps them, and "4 4" EOS is the second best, as without pruning.
+    src, mask = _src([0])
+    kwargs = dict(beam=2, n_best=2, max_len_a=0, max_len_b=6)
+    model = CountingModel([RULE2], THEN_EOS)
+    tight = beam_search(model, src, mask, SearchSettings(prune_margin=1.2, **kwargs))[0]
+    assert [h.tokens for h in tight] == [[]] and model.steps == 2
+    loose = beam_search(model, src, mask, SearchSettings(prune_margin=1.5, **kwargs))[0]
+    free = beam_search(model, src, mask, SearchSettings(**kwargs))[0]
+    assert [h.tokens for h in loose] == [h.tokens for h in free] == [[], [4, 4]]
+    assert loose[1].log_prob == pytest.approx(math.log(0.45 * 0.32 * 0.9))
+
+
+def test_rule_two_uses_the_normalized_score():
+    # alpha = 1: after step 1, "4 4" normalizes to log(.144) / (7/6) = -1.66, only 0.97 below "" (-0.69 / 1):
+    # margin 1.2 now keeps it, and it finishes with log(.1296) / (8/6).
+    src, mask = _src([0])
+    model = CountingModel([RULE2], THEN_EOS)
+    hyps = beam_search(model, src, mask, SearchSettings(beam=2, n_best=2, alpha=1.0, max_len_a=0, max_len_b=6,
+                                                        prune_margin=1.2))[0]
+    assert [h.tokens for h in hyps] == [[], [4, 4]]
+    assert hyps[1].score == pytest.approx(math.log(0.45 * 0.32 * 0.9) / (8 / 6))

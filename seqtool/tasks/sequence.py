@@ -1,0 +1,278 @@
+"""Sequence tasks for recurrent cells and norms: `synthetic` (generated from a seed: copy, denoise, adding,
+recall, tomita, dyck, arma; seqtool/data/sequences.py, formal.py) and `music` (piano rolls; data/music.py).
+
+`prepare` writes each split's arrays (.npy) and a manifest with what the model reads and predicts:
+    input   symbols (one-hot encoded in batches) or features, `size` wide
+    output  class (softmax over `size` classes per head, `heads` heads; cross-entropy), multi (`size`
+            independent Bernoulli units; binary cross-entropy) or real (`size` values; squared error)
+`sizes()` tells the model VocabSizes(src = input width, tgt = outputs per step = size * heads).
+Metrics: `loss` (the objective per weighted output: cross-entropy per symbol, NLL per music frame, MSE),
+and for classes `accuracy` over the scored outputs (the recalled symbols, the string labels; per head
+`accuracy_k<delay>` and `max_delay`, the largest delay recalled with accuracy >= 0.9, for recall).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seqtool import __version__
+from seqtool.data import formal, sequences
+from seqtool.data.batching import shard
+from seqtool.data.datasets import PreparedData
+from seqtool.data.music import load_music
+from seqtool.data.prepare import FORMAT, _is_current, _swap_into_place, data_root, prepared_dir
+from seqtool.data.sequences import Examples
+from seqtool.errors import SeqtoolError
+from seqtool.models.base import VocabSizes
+from seqtool.registry import TASKS
+from seqtool.tasks.base import Task
+from seqtool.util.files import atomic_write_text
+
+SPLITS = ("train", "valid", "test")
+ARRAYS = ("inputs", "targets", "weight", "scored", "offsets")
+DEFAULT_BATCH = 64
+EVAL_BATCH = 500
+RECALLED = 0.9  # recall: a delay counts as recalled at this accuracy
+
+
+def describe_io(spec) -> dict:
+    """What a synthetic task's model reads and predicts (see the module notes)."""
+    kind = spec.kind
+    if kind in ("copy", "denoise"):  # blank, data symbols, marker in; blank and data symbols out
+        return _io("symbols", spec.symbols + 2, "class", spec.symbols + 1)
+    if kind == "recall":
+        return _io("symbols", spec.symbols, "class", spec.symbols, heads=len(spec.delays))
+    if kind in ("tomita", "dyck"):
+        return _io("symbols", 2 * spec.symbols if kind == "dyck" else 2, "class", 2)
+    return _io("features", 2 if kind == "adding" else 1, "real", 1)
+
+
+def generate(spec, split: str) -> Examples:
+    """One split of a synthetic task, from its own random stream."""
+    rng = np.random.default_rng([spec.seed, SPLITS.index(split)])
+    n, kind, T = getattr(spec, split), spec.kind, spec.length
+    if kind in ("copy", "denoise"):
+        make = sequences.copy_task if kind == "copy" else sequences.denoise_task
+        return make(rng, n, delay=T, count=spec.count, symbols=spec.symbols)
+    if kind == "adding":
+        return sequences.adding_task(rng, n, length=T)
+    if kind == "recall":
+        return sequences.recall_task(rng, n, length=T, delays=spec.delays, symbols=spec.symbols)
+    lengths = spec.test_lengths if split == "test" else spec.train_lengths
+    if kind == "tomita":
+        return formal.tomita_task(rng, n, grammar=spec.grammar, lengths=lengths)
+    if kind == "dyck":
+        return formal.dyck_task(rng, n, kinds=spec.symbols, lengths=lengths)
+    return sequences.arma_task(rng, n, length=T, ar=spec.ar, ma=spec.ma, noise=spec.noise)
+
+
+def _io(input_kind: str, input_size: int, output_kind: str, output_size: int, heads: int = 1) -> dict:
+    return {"input": {"kind": input_kind, "size": input_size},
+            "output": {"kind": output_kind, "size": output_size, "heads": heads}}
+
+
+def music_io(spec) -> dict:
+    pitches = spec.highest - spec.lowest + 1
+    return _io("features", pitches, "multi", pitches)
+
+
+def sizes_of(io: dict) -> VocabSizes:
+    out = io["output"]
+    return VocabSizes(io["input"]["size"], out["size"] * out["heads"])
+
+
+def prepare_sequences(recipe, log=print) -> Path:
+    """Generate (synthetic) or read (music) every split into the prepared directory, unless current."""
+    out, spec = prepared_dir(recipe), recipe.data.synthetic or recipe.data.music
+    fingerprint = {"format": FORMAT, "task": recipe.task, "settings": spec.model_dump(mode="json")}
+    if recipe.task == "music":
+        fingerprint["root"] = str(data_root())
+    if _is_current(out, fingerprint):
+        log(f"prepare: {out} is up to date")
+        return out
+    if recipe.task == "music":
+        splits, io = load_music(data_root() / spec.file, spec.lowest, spec.highest), music_io(spec)
+    else:
+        splits, io = {name: generate(spec, name) for name in SPLITS}, describe_io(spec)
+    stage = out.with_name(out.name + ".partial")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        for name, examples in splits.items():
+            for array in ARRAYS:
+                np.save(stage / f"{name}.{array}.npy", getattr(examples, array))
+        counts = {k: {"sequences": len(v), "steps": int(v.offsets[-1])} for k, v in splits.items()}
+        manifest = {"format": FORMAT, "seqtool": __version__, "fingerprint": fingerprint, "task": recipe.task,
+                    **io, "splits": counts}
+        atomic_write_text(stage / "manifest.json", json.dumps(manifest, indent=1))
+        _swap_into_place(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    shown = ", ".join(f"{k} {v['sequences']}" for k, v in counts.items())
+    log(f"prepare: {shown} sequences -> {out}")
+    return out
+
+
+@dataclass
+class SequenceBatch:
+    inputs: torch.Tensor  # (B, T, F) float
+    targets: torch.Tensor  # (B, T) or (B, T, D) class ids, or (B, T, O) float
+    weight: torch.Tensor  # bool, like class targets or (B, T): outputs in the loss
+    scored: torch.Tensor  # bool, like weight: outputs counted in accuracy
+    mask: torch.Tensor  # (B, T) True on real steps
+    ntokens: int  # outputs in the loss
+    objective: str  # ce | bce | mse
+
+    def to(self, device: torch.device) -> SequenceBatch:
+        return type(self)(**{f.name: getattr(self, f.name).to(device) if isinstance(getattr(self, f.name), torch.Tensor)
+                             else getattr(self, f.name) for f in fields(self)})
+
+
+OBJECTIVES = {"class": "ce", "multi": "bce", "real": "mse"}
+
+
+def collate(examples: Examples, index: np.ndarray, io: dict) -> SequenceBatch:
+    """Right-padded batch of the examples at `index`; symbols become one-hot rows."""
+    starts, lengths = examples.offsets[index], examples.lengths()[index]
+    B, T = len(index), int(lengths.max())
+    rows = np.full((B, T), -1, np.int64)
+    for b, (start, length) in enumerate(zip(starts, lengths)):
+        rows[b, :length] = np.arange(start, start + length)
+    mask = rows >= 0
+    take = np.where(mask, rows, 0)
+
+    def gather(array: np.ndarray, fill) -> np.ndarray:
+        out = array[take]
+        out[~mask] = fill
+        return out
+
+    if io["input"]["kind"] == "symbols":
+        inputs = np.eye(io["input"]["size"], dtype=np.float32)[examples.inputs[take]] * mask[..., None]
+    else:
+        inputs = gather(examples.inputs, 0).astype(np.float32)
+    weight, scored = gather(examples.weight, False), gather(examples.scored, False)
+    kind = io["output"]["kind"]
+    targets = gather(examples.targets, 0)
+    targets = targets.astype(np.int64) if kind == "class" else targets.astype(np.float32)
+    return SequenceBatch(torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(weight),
+                         torch.from_numpy(scored), torch.from_numpy(mask), int(weight.sum()), OBJECTIVES[kind])
+
+
+class SequenceTask(Task):
+    """Shared by `synthetic` and `music`: batches of whole sequences, evaluation by loss and accuracy."""
+
+    metrics = ("loss", "accuracy")
+
+    def __init__(self, recipe, directory, device, *, rank: int = 0, world: int = 1):
+        self.recipe, self.directory, self.device = recipe, Path(directory), device
+        self.rank, self.world = rank, world
+        self.data = PreparedData(self.directory)
+        self.vocabs = None  # no tokenizer: inputs are symbols or features
+        self.io = {k: self.data.manifest[k] for k in ("input", "output")}
+        self._splits: dict[str, Examples] = {}
+
+    @classmethod
+    def prepare(cls, recipe, log) -> Path:
+        return prepare_sequences(recipe, log)
+
+    def sizes(self) -> VocabSizes:
+        return sizes_of(self.io)
+
+    def split(self, name: str) -> Examples:
+        if name not in self._splits:
+            if not self.data.has(name):
+                have = ", ".join(self.data.manifest["splits"])
+                raise SeqtoolError(f"{self.directory}: no {name!r} split (have: {have})")
+            arrays = {a: np.load(self.directory / f"{name}.{a}.npy", mmap_mode="r") for a in ARRAYS}
+            self._splits[name] = Examples(**arrays)
+        return self._splits[name]
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """Training sequences shuffled by (seed, epoch) in batches of train.batch_size; a short last batch
+        is dropped (when there is a full one) so that batch statistics always see the same batch size."""
+        size = self.recipe.train.batch_size or DEFAULT_BATCH
+        order = np.random.default_rng([self.recipe.seed, epoch]).permutation(len(self.split("train")))
+        full = len(order) // size * size or len(order)
+        return shard([order[i : i + size] for i in range(0, full, size)], self.rank, self.world)
+
+    def batch(self, item: np.ndarray) -> SequenceBatch:
+        return collate(self.split("train"), item, self.io).to(self.device)
+
+    def evaluate(self, model, name: str, settings=None, limit: int | None = None) -> dict[str, float]:
+        from seqtool.models.sequence import objective_loss
+
+        split = self.split(name)
+        count = len(split) if limit is None else min(limit, len(split))
+        total, units, right, scored = 0.0, 0, 0.0, 0.0
+        with torch.inference_mode():
+            for start in range(0, count, EVAL_BATCH):
+                batch = collate(split, np.arange(start, min(start + EVAL_BATCH, count)), self.io).to(self.device)
+                outputs = model.outputs(batch)
+                total += float(objective_loss(outputs, batch)[1])
+                units += batch.ntokens
+                if batch.objective == "ce":
+                    hits, counts = correct(outputs, batch)
+                    right, scored = right + hits, scored + counts
+        results = {"loss": total / max(units, 1)}
+        if self.io["output"]["kind"] == "class":
+            results.update(self.accuracies(right, scored))
+        return {**results, **model.describe()}
+
+    def accuracies(self, right, scored) -> dict[str, float]:
+        results = {"accuracy": float(np.sum(right) / max(np.sum(scored), 1))}
+        spec = self.recipe.data.synthetic
+        if spec is not None and spec.kind == "recall":
+            per = np.asarray(right) / np.maximum(np.asarray(scored), 1)
+            results.update({f"accuracy_k{k}": float(a) for k, a in zip(spec.delays, per)})
+            results["max_delay"] = float(max([k for k, a in zip(spec.delays, per) if a >= RECALLED], default=0))
+        return results
+
+    def validate(self, model) -> dict[str, float]:
+        return self.evaluate(model, "valid")
+
+
+def correct(outputs: torch.Tensor, batch: SequenceBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Right predictions and scored outputs per head (arrays of length D) of a class batch."""
+    heads = batch.targets.size(-1) if batch.targets.dim() == 3 else 1
+    logits = outputs.view(*batch.targets.shape[:2], heads, -1)
+    targets = batch.targets.view(*batch.targets.shape[:2], heads)
+    scored = batch.scored.view_as(targets)
+    hits = ((logits.argmax(-1) == targets) & scored).sum((0, 1))
+    return hits.cpu().numpy().astype(float), scored.sum((0, 1)).cpu().numpy().astype(float)
+
+
+@TASKS.register("synthetic")
+class SyntheticTask(SequenceTask):
+    @classmethod
+    def expected_sizes(cls, recipe) -> VocabSizes:
+        """The model's sizes for a recipe, known before any data is generated."""
+        return sizes_of(describe_io(recipe.data.synthetic))
+
+    @classmethod
+    def check(cls, recipe) -> list[str]:
+        spec = recipe.data.synthetic
+        if spec is None:
+            return ["task 'synthetic' needs data.synthetic (e.g. data.synthetic.kind=copy)"]
+        if spec.kind in ("adding", "arma") and recipe.train.early_stopping.metric == "accuracy":
+            return [f"train.early_stopping.metric: data.synthetic.kind {spec.kind!r} is a regression (use loss)"]
+        return []
+
+
+@TASKS.register("music")
+class MusicTask(SequenceTask):
+    metrics = ("loss",)
+
+    @classmethod
+    def expected_sizes(cls, recipe) -> VocabSizes:
+        return sizes_of(music_io(recipe.data.music))
+
+    @classmethod
+    def check(cls, recipe) -> list[str]:
+        return [] if recipe.data.music is not None else ["task 'music' needs data.music (e.g. data.music.file=...)"]
