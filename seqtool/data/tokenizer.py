@@ -123,7 +123,12 @@ class WordTokenizer(Tokenizer):
 
 class WordPieceTokenizer(Tokenizer):
     """Wordpieces as in GNMT (Wu et al. 2016, sec. 4.1): a word-start marker `▁`, no continuation
-    marker, so detokenizing is concatenation followed by turning markers back into spaces."""
+    marker, so detokenizing is concatenation followed by turning markers back into spaces.
+
+    Punctuation is split off words before the pieces are learnt ("▁dog." -> "▁dog", "."), as the
+    paper's wordpiece model sees tokenized words: otherwise every word+punctuation pair takes a
+    vocabulary entry of its own. The split pieces carry no marker, so concatenation still restores
+    the text exactly."""
 
     kind = "wordpiece"
 
@@ -137,7 +142,7 @@ class WordPieceTokenizer(Tokenizer):
         from tokenizers import decoders, models, pre_tokenizers, trainers
 
         model = HFTokenizer(models.WordPiece(unk_token=SPECIALS[UNK], continuing_subword_prefix=""))
-        model.pre_tokenizer = pre_tokenizers.Metaspace()
+        model.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
         model.decoder = decoders.Metaspace()
         trainer = trainers.WordPieceTrainer(
             vocab_size=vocab_size, special_tokens=list(SPECIALS), continuing_subword_prefix="",

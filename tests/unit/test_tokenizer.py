@@ -47,6 +47,8 @@ def test_wordpieces_mark_word_starts_like_gnmt(german):
     tok = train_tokenizer(TokenizerSpec(kind="wordpiece", vocab_size=800), lambda: iter(german))
     pieces = [tok.piece(i) for i in tok.encode(["Ein Mann schläft."])[0]]
     assert pieces[0].startswith("▁") and "".join(pieces).replace("▁", " ").strip() == "Ein Mann schläft."
+    assert pieces[-1] == "."  # punctuation is a piece of its own, not glued to the word
+    assert tok.decode(tok.encode(["(Ein Hund) läuft, schnell!"])[0]) == "(Ein Hund) läuft, schnell!"
 
 
 @settings(max_examples=50, deadline=None)
