@@ -65,7 +65,8 @@ def main() -> None:
     base = results["fused lstm"]
     for name, ms in results.items():
         print(f"{name:<40} {ms:8.1f} ms  x{ms / base:5.1f}", file=sys.stderr)
-    print(json.dumps({"batch": args.batch, "steps": args.steps, "hidden": args.hidden, "threads": torch.get_num_threads(),
+    print(json.dumps({"batch": args.batch, "steps": args.steps, "hidden": args.hidden,
+                      "threads": torch.get_num_threads(),
                       "ms": {k: round(v, 1) for k, v in results.items()}}))
 
 

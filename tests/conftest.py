@@ -32,6 +32,32 @@ def head(src: Path, dst: Path, lines: int, skip: int = 0) -> Path:
     return dst
 
 
+def padded_batch(rows: int = 4, seed: int = 0):
+    """(src, mask, tgt) over a vocabulary of 40: sources of 9 with every odd row padded from position
+    3 + row % 5 (rows 1 and 3 of four keep 4 and 6 tokens), targets of 7."""
+    torch.manual_seed(seed)
+    src = torch.randint(4, 40, (rows, 9))
+    for r in range(1, rows, 2):
+        src[r, 3 + r % 5 :] = 0
+    return src, src != 0, torch.randint(4, 40, (rows, 7))
+
+
+def assert_incremental_equals_forward(model, src, mask, tgt):
+    """The decoder contract: encode/start/step (with a reorder between steps, as search does) gives
+    the teacher-forced forward's distributions, and attention is a distribution over real tokens.
+    Returns the final decoder state."""
+    full = torch.log_softmax(model.out(model(src, mask, tgt)), -1)
+    enc = model.encode(src, mask)
+    state = model.start(enc)
+    for t in range(tgt.size(1)):
+        out = model.step(tgt[:, t], state, enc)
+        state = out.state.reorder(torch.arange(src.size(0)))
+        assert torch.allclose(out.log_probs, full[:, t], atol=1e-5), t
+        assert torch.allclose(out.attn.sum(-1), torch.ones(src.size(0)), atol=1e-6)
+        assert (out.attn[~mask] == 0).all()
+    return state
+
+
 @pytest.fixture
 def multi30k_slice(tmp_path: Path) -> Path:
     """A data root holding small slices of Multi30k de-en (train 2000, val 100, test 100)."""

@@ -29,3 +29,11 @@ def test_recipe_validates_and_builds(path):
     sizes = task.expected_sizes(recipe) if hasattr(task, "expected_sizes") else VocabSizes(size, size)
     model = build_model(recipe, sizes)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_readme_key_reference_is_current():
+    from seqtool.recipe.reference import markdown_reference
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    copy = readme.split("<!-- seqtool keys: start -->\n", 1)[1].split("<!-- seqtool keys: end -->", 1)[0]
+    assert copy == markdown_reference(), "README's key reference is stale: paste the output of `seqtool keys`"

@@ -21,9 +21,7 @@ data.babi.valid_fraction of its questions (whole stories, so no story is in two 
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -31,12 +29,11 @@ import numpy as np
 import torch
 
 from seqtool import __version__
-from seqtool.data.prepare import FORMAT, _is_current, _swap_into_place, data_root, prepared_dir, token_dtype
+from seqtool.data.prepare import FORMAT, build_prepared, data_root, prepared_dir, token_dtype
 from seqtool.data.textio import sha256_file
 from seqtool.data.tokenizer import PAD, train_tokenizer
 from seqtool.data.vocab import Vocabs, directory_sha256
 from seqtool.errors import SeqtoolError
-from seqtool.util.files import atomic_write_text
 
 TASK_NAMES = {
     1: "single-supporting-fact", 2: "two-supporting-facts", 3: "three-supporting-facts",
@@ -150,26 +147,21 @@ def prepare_babi(recipe, log=print) -> Path:
               for paths in files.values() for p in paths.values()}
     fingerprint = {"format": FORMAT, "task": recipe.task, "inputs": inputs,
                    "settings": recipe.data.model_dump(mode="json", exclude={"workers", "prepared_dir"})}
-    if _is_current(out, fingerprint):
-        log(f"prepare: {out} is up to date")
-        return out
-    stage = out.with_name(out.name + ".partial")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
+
+    def build(stage: Path) -> dict:
         splits = _read_splits(files, spec.valid_fraction)
         vocabs = _train_vocab(recipe, splits["train"])
         vocabs.save(stage / "tokenizer")
         counts = {name: _write_split(stage, name, parts, vocabs, spec.memory_size) for name, parts in splits.items()}
-        manifest = {"format": FORMAT, "seqtool": __version__, "fingerprint": fingerprint, "task": recipe.task,
-                    "tokenizer_sha256": directory_sha256(stage / "tokenizer"),
-                    "vocab": {"src": len(vocabs.src), "tgt": len(vocabs.tgt), "joint": True},
-                    "tasks": sorted(files), "skipped": {str(t): n for t, n in skipped.items()}, "splits": counts}
-        atomic_write_text(stage / "manifest.json", json.dumps(manifest, indent=1))
-        _swap_into_place(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+        return {"format": FORMAT, "seqtool": __version__, "fingerprint": fingerprint, "task": recipe.task,
+                "tokenizer_sha256": directory_sha256(stage / "tokenizer"),
+                "vocab": {"src": len(vocabs.src), "tgt": len(vocabs.tgt), "joint": True},
+                "tasks": sorted(files), "skipped": {str(t): n for t, n in skipped.items()}, "splits": counts}
+
+    manifest = build_prepared(out, fingerprint, build, log)
+    if manifest is None:
+        return out
+    counts = manifest["splits"]
     log(f"prepare: bAbI {spec.set} tasks {', '.join(map(str, sorted(files)))}: "
         + ", ".join(f"{k} {v['questions']} questions" for k, v in counts.items()) + f" -> {out}")
     return out

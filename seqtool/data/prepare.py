@@ -49,31 +49,48 @@ def prepare(recipe: Recipe, log=print) -> Path:
     out = prepared_dir(recipe)
     spec = recipe.data
     splits = _resolve_splits(spec, out)
-    fingerprint = _fingerprint(recipe, splits)
-    if _is_current(out, fingerprint):
-        log(f"prepare: {out} is up to date")
-        return out
-    stage = out.with_name(out.name + ".partial")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
-        started = time.perf_counter()
+    started = time.perf_counter()
+
+    def build(stage: Path) -> dict:
+        nonlocal splits
         if spec.generate is not None:
             _generate(spec, stage / "raw")
             splits = _resolve_splits(spec, stage)
         vocabs = _train_vocabs(recipe, splits["train"])
         vocabs.save(stage / "tokenizer")
         counts = {name: _encode_split(recipe, name, split, vocabs, stage) for name, split in splits.items()}
-        manifest = _manifest(recipe, fingerprint, vocabs, counts, stage)
+        return _manifest(recipe, fingerprint, vocabs, counts, stage)
+
+    fingerprint = _fingerprint(recipe, splits)
+    manifest = build_prepared(out, fingerprint, build, log)
+    if manifest is not None:
+        lines = sum(c["lines"] for c in manifest["splits"].values())
+        seconds = time.perf_counter() - started
+        log(f"prepare: {lines} lines in {seconds:.1f}s ({lines / max(seconds, 1e-9):.0f} lines/s) -> {out}")
+    return out
+
+
+def build_prepared(out: Path, fingerprint: dict, build, log) -> dict | None:
+    """Build a prepared directory unless `out` already holds one made from the same `fingerprint`.
+
+    `build(stage)` writes the files into a staging directory and returns the manifest; the manifest
+    is written last and the stage renamed into place, so an interrupted build leaves no `out` that
+    looks current. Returns the new manifest, or None when `out` was up to date.
+    """
+    if _is_current(out, fingerprint):
+        log(f"prepare: {out} is up to date")
+        return None
+    stage = out.with_name(out.name + ".partial")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        manifest = build(stage)
         atomic_write_text(stage / "manifest.json", json.dumps(manifest, indent=1))
         _swap_into_place(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    lines = sum(c["lines"] for c in counts.values())
-    seconds = time.perf_counter() - started
-    log(f"prepare: {lines} lines in {seconds:.1f}s ({lines / max(seconds, 1e-9):.0f} lines/s) -> {out}")
-    return out
+    return manifest
 
 
 def _resolve_splits(spec: DataSpec, out: Path) -> dict[str, SplitSpec]:

@@ -13,8 +13,6 @@ and for classes `accuracy` over the scored outputs (the recalled symbols, the st
 
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -26,13 +24,12 @@ from seqtool.data import formal, sequences
 from seqtool.data.batching import shard
 from seqtool.data.datasets import PreparedData
 from seqtool.data.music import load_music
-from seqtool.data.prepare import FORMAT, _is_current, _swap_into_place, data_root, prepared_dir
+from seqtool.data.prepare import FORMAT, build_prepared, data_root, prepared_dir
 from seqtool.data.sequences import Examples
 from seqtool.errors import SeqtoolError
 from seqtool.models.base import VocabSizes
 from seqtool.registry import TASKS
 from seqtool.tasks.base import Task
-from seqtool.util.files import atomic_write_text
 
 SPLITS = ("train", "valid", "test")
 ARRAYS = ("inputs", "targets", "weight", "scored", "offsets")
@@ -93,28 +90,23 @@ def prepare_sequences(recipe, log=print) -> Path:
     fingerprint = {"format": FORMAT, "task": recipe.task, "settings": spec.model_dump(mode="json")}
     if recipe.task == "music":
         fingerprint["root"] = str(data_root())
-    if _is_current(out, fingerprint):
-        log(f"prepare: {out} is up to date")
-        return out
-    if recipe.task == "music":
-        splits, io = load_music(data_root() / spec.file, spec.lowest, spec.highest), music_io(spec)
-    else:
-        splits, io = {name: generate(spec, name) for name in SPLITS}, describe_io(spec)
-    stage = out.with_name(out.name + ".partial")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
+
+    def build(stage: Path) -> dict:
+        if recipe.task == "music":
+            splits, io = load_music(data_root() / spec.file, spec.lowest, spec.highest), music_io(spec)
+        else:
+            splits, io = {name: generate(spec, name) for name in SPLITS}, describe_io(spec)
         for name, examples in splits.items():
             for array in ARRAYS:
                 np.save(stage / f"{name}.{array}.npy", getattr(examples, array))
         counts = {k: {"sequences": len(v), "steps": int(v.offsets[-1])} for k, v in splits.items()}
-        manifest = {"format": FORMAT, "seqtool": __version__, "fingerprint": fingerprint, "task": recipe.task,
-                    **io, "splits": counts}
-        atomic_write_text(stage / "manifest.json", json.dumps(manifest, indent=1))
-        _swap_into_place(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+        return {"format": FORMAT, "seqtool": __version__, "fingerprint": fingerprint, "task": recipe.task,
+                **io, "splits": counts}
+
+    manifest = build_prepared(out, fingerprint, build, log)
+    if manifest is None:
+        return out
+    counts = manifest["splits"]
     shown = ", ".join(f"{k} {v['sequences']}" for k, v in counts.items())
     log(f"prepare: {shown} sequences -> {out}")
     return out

@@ -113,7 +113,8 @@ class Trainer:
     def payload(self) -> dict:
         scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None
         return {**self.extra_payload, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(), "scaler": scaler, "trainer": self.state.to_dict(self._elapsed()),
+                "schedule": self.schedule.state_dict(), "scaler": scaler,
+                "trainer": self.state.to_dict(self._elapsed()),
                 "rng": rng_state(), "carry": self.carry, "world": self.dist.world}
 
     # -- the loop ------------------------------------------------------------------------------

@@ -49,5 +49,6 @@ def test_binarized_sequences_come_back_unchanged(tmp_path, sequences):
     writer.add(sequences[: len(sequences) // 2])
     writer.add(sequences[len(sequences) // 2 :])
     writer.close()
-    data = Sequences(np.fromfile(f"{tmp_path}/x.src.bin", dtype=np.uint16), np.fromfile(f"{tmp_path}/x.src.idx", dtype=np.int64))
+    data = Sequences(np.fromfile(f"{tmp_path}/x.src.bin", dtype=np.uint16),
+                     np.fromfile(f"{tmp_path}/x.src.idx", dtype=np.int64))
     assert [data[i].tolist() for i in range(len(data))] == sequences

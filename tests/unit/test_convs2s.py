@@ -16,6 +16,7 @@ from seqtool.models.base import VocabSizes
 from seqtool.models.conv import scale_grad
 from seqtool.models.convs2s import ConvS2S, ConvS2SConfig
 from seqtool.recipe import recipe_from_dict
+from tests.conftest import assert_incremental_equals_forward, padded_batch
 
 TINY = dict(embed_dim=16, out_embed_dim=12, dropout=0.1,
             encoder=[{"channels": 16, "kernel": 3, "repeat": 2}, {"channels": 24, "kernel": 4}],
@@ -27,33 +28,16 @@ def tiny_model(**changes) -> ConvS2S:
     return ConvS2S(ConvS2SConfig(**{**TINY, **changes}), VocabSizes(40, 40)).eval()
 
 
-def batch(rows: int):
-    torch.manual_seed(rows)
-    src = torch.randint(4, 40, (rows, 9))
-    for r in range(1, rows, 2):
-        src[r, 3 + r % 5 :] = 0
-    return src, src != 0, torch.randint(4, 40, (rows, 7))
-
-
 @pytest.mark.parametrize("rows", [1, 3, 8])
 def test_stepwise_decoding_equals_the_full_forward(rows):
     model = tiny_model()
-    src, mask, tgt = batch(rows)
-    full = torch.log_softmax(model.out(model(src, mask, tgt)), -1)
-    enc = model.encode(src, mask)
-    state = model.start(enc)
-    for t in range(tgt.size(1)):
-        out = model.step(tgt[:, t], state, enc)
-        state = out.state
-        assert torch.allclose(out.log_probs, full[:, t], atol=1e-5)
-        assert torch.allclose(out.attn.sum(-1), torch.ones(rows), atol=1e-6)
-        assert (out.attn[~mask] == 0).all()
+    state = assert_incremental_equals_forward(model, *padded_batch(rows, seed=rows))
     assert [left.shape[1] for left in state.lefts] == [2, 2, 1]  # k - 1 inputs per layer, not the prefix
 
 
 def test_rows_do_not_see_padding_or_neighbours():
     model = tiny_model()
-    src, mask, tgt = batch(6)
+    src, mask, tgt = padded_batch(6, seed=6)
     full = model(src, mask, tgt)
     for r in range(6):
         n = int(mask[r].sum())
@@ -63,7 +47,7 @@ def test_rows_do_not_see_padding_or_neighbours():
 
 def test_beam_search_does_not_depend_on_batch_size():
     model = tiny_model()
-    src, mask, _ = batch(5)
+    src, mask, _ = padded_batch(5, seed=5)
     settings = SearchSettings(beam=3, alpha=0.6, beta=0.2, max_len_a=1.0, max_len_b=4)
     together = search(model, src, mask, settings)
     for r in range(5):
@@ -75,7 +59,7 @@ def test_beam_search_does_not_depend_on_batch_size():
 
 def test_step_attention_is_the_mean_over_layers():
     model = tiny_model()
-    src, mask, tgt = batch(2)
+    src, mask, tgt = padded_batch(2, seed=2)
     enc = model.encode(src, mask)
     seen = []
     hooks = [a.register_forward_hook(lambda _m, _i, out: seen.append(out[1])) for a in model.attention]
@@ -108,7 +92,7 @@ def test_encoder_gradients_are_scaled_by_the_number_of_attention_layers():
     scale_grad(x, 0.25).sum().backward()
     assert torch.equal(x.grad, torch.full((3,), 0.25))
     model = tiny_model(dropout=0.0)
-    src, mask, tgt = batch(3)
+    src, mask, tgt = padded_batch(3, seed=3)
     grads = []
     for factor in (model.encoder.grad_factor, 1.0):
         model.zero_grad()

@@ -8,6 +8,7 @@ from seqtool.errors import SeqtoolError
 from seqtool.models.base import VocabSizes
 from seqtool.models.gnmt import GNMT, GNMTConfig
 from seqtool.models.layers import BiRecurrent, Recurrent
+from tests.conftest import assert_incremental_equals_forward, padded_batch
 
 CONFIGS = [
     dict(encoder_layers=2, decoder_layers=2),
@@ -23,15 +24,6 @@ def _model(**options) -> GNMT:
     return GNMT(GNMTConfig(**(base | options)), VocabSizes(40, 40))
 
 
-def _batch():
-    torch.manual_seed(0)
-    src = torch.randint(4, 40, (4, 9))
-    src[1, 6:] = 0
-    src[3, 3:] = 0
-    tgt = torch.randint(4, 40, (4, 6))
-    return src, src != 0, tgt
-
-
 def _record(modules) -> list:
     seen = []
     for m in modules:
@@ -44,7 +36,7 @@ def test_encoder_is_bidirectional_at_the_bottom_and_residual_from_layer_three():
     layers = model.encoder.layers
     assert isinstance(layers[0], BiRecurrent) and all(type(m) is Recurrent for m in layers[1:])
     seen = _record(layers)
-    src, mask, _ = _batch()
+    src, mask, _ = padded_batch()
     memory = model.encode(src, mask).memory
     assert memory.shape == (4, 9, 24)
     assert seen[0][1].shape == (4, 9, 24)  # forward and backward halves of 12, concatenated
@@ -61,14 +53,14 @@ def test_decoder_feeds_bottom_layer_attention_to_every_upper_layer_with_residual
     bottom = _record([model.bottom])
     attention = _record([model.attention])
     upper = _record(model.upper)
-    src, mask, tgt = _batch()
+    src, mask, tgt = padded_batch()
     top = model(src, mask, tgt)
-    assert top.shape == (4, 6, 24)
+    assert top.shape == (4, 7, 24)
     assert torch.equal(attention[0][0], bottom[0][1])  # the query is the bottom layer's output
     context = attention[0][1]
     x = bottom[0][1]
     for number, (inp, out) in enumerate(upper, start=2):
-        assert inp.shape == (4, 6, 2 * H)
+        assert inp.shape == (4, 7, 2 * H)
         assert torch.equal(inp[..., :H], x) and torch.equal(inp[..., H:], context)
         x = out + x if number >= 3 else out
     assert torch.allclose(top, x)
@@ -77,7 +69,7 @@ def test_decoder_feeds_bottom_layer_attention_to_every_upper_layer_with_residual
 @pytest.mark.parametrize("options", CONFIGS)
 def test_gradients_reach_every_layer(options):
     model = _model(**(options | {"dropout": 0.2}))
-    src, mask, tgt = _batch()
+    src, mask, tgt = padded_batch()
     model.out(model(src, mask, tgt)).logsumexp(-1).sum().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
@@ -86,23 +78,15 @@ def test_gradients_reach_every_layer(options):
 @pytest.mark.parametrize("options", CONFIGS)
 def test_stepwise_decoding_equals_teacher_forcing(options):
     model = _model(**options).eval()
-    src, mask, tgt = _batch()
-    full = torch.log_softmax(model.out(model(src, mask, tgt)), -1)
-    enc = model.encode(src, mask)
-    state = model.start(enc)
-    for t in range(tgt.size(1)):
-        out = model.step(tgt[:, t], state, enc)
-        state = out.state.reorder(torch.arange(4))  # what search does between steps
-        assert torch.allclose(out.log_probs, full[:, t], atol=1e-5)
-        assert torch.allclose(out.attn.sum(-1), torch.ones(4)) and (out.attn[~mask] == 0).all()
+    assert_incremental_equals_forward(model, *padded_batch())
 
 
 @pytest.mark.parametrize("options", CONFIGS[:2])
 def test_rows_do_not_see_padding_or_neighbours(options):
     model = _model(**options).eval()
-    src, mask, tgt = _batch()
+    src, mask, tgt = padded_batch()
     full = model(src, mask, tgt)
-    alone = model(src[3:4, :3], mask[3:4, :3], tgt[3:4])
+    alone = model(src[3:4, :6], mask[3:4, :6], tgt[3:4])
     assert torch.allclose(full[3:4], alone, atol=1e-5)
     swapped = model(src.flip(0), mask.flip(0), tgt.flip(0)).flip(0)
     assert torch.allclose(full, swapped, atol=1e-5)

@@ -6,6 +6,7 @@ import torch
 
 from seqtool.models.base import VocabSizes
 from seqtool.models.rnn import RNNLM, RNNLMConfig, RNNSeq2Seq, RNNSeq2SeqConfig
+from tests.conftest import assert_incremental_equals_forward, padded_batch
 
 SEQ2SEQ = [
     dict(cell="lstm", attention="general"),
@@ -15,42 +16,24 @@ SEQ2SEQ = [
 ]
 
 
-def _batch():
-    torch.manual_seed(0)
-    src = torch.randint(4, 40, (4, 9))
-    src[1, 6:] = 0
-    src[3, 3:] = 0
-    tgt = torch.randint(4, 40, (4, 6))
-    return src, src != 0, tgt
-
-
 @pytest.mark.parametrize("options", SEQ2SEQ)
 def test_seq2seq_stepwise_equals_teacher_forcing(options):
     model = RNNSeq2Seq(RNNSeq2SeqConfig(embed_dim=16, hidden_dim=24, dropout=0.0, **options), VocabSizes(40, 40)).eval()
-    src, mask, tgt = _batch()
-    full = torch.log_softmax(model.out(model(src, mask, tgt)), -1)
-    enc = model.encode(src, mask)
-    state = model.start(enc)
-    for t in range(tgt.size(1)):
-        out = model.step(tgt[:, t], state, enc)
-        state = out.state
-        assert torch.allclose(out.log_probs, full[:, t], atol=1e-5)
-        assert torch.allclose(out.attn.sum(-1), torch.ones(4))
-        assert (out.attn[~mask] == 0).all()
+    assert_incremental_equals_forward(model, *padded_batch())
 
 
 @pytest.mark.parametrize("options", SEQ2SEQ)
 def test_seq2seq_rows_do_not_see_padding_or_neighbours(options):
     model = RNNSeq2Seq(RNNSeq2SeqConfig(embed_dim=16, hidden_dim=24, dropout=0.0, **options), VocabSizes(40, 40)).eval()
-    src, mask, tgt = _batch()
+    src, mask, tgt = padded_batch()
     full = model(src, mask, tgt)
-    alone = model(src[3:4, :3], mask[3:4, :3], tgt[3:4])
+    alone = model(src[3:4, :6], mask[3:4, :6], tgt[3:4])
     assert torch.allclose(full[3:4], alone, atol=1e-5)
 
 
 def test_gradients_reach_every_parameter():
     model = RNNSeq2Seq(RNNSeq2SeqConfig(embed_dim=16, hidden_dim=24, input_feeding=True), VocabSizes(40, 40))
-    src, mask, tgt = _batch()
+    src, mask, tgt = padded_batch()
     model.out(model(src, mask, tgt)).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
