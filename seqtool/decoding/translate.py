@@ -17,6 +17,7 @@ from seqtool.data.textio import chunked
 from seqtool.data.tokenizer import EOS
 from seqtool.data.vocab import Vocabs
 from seqtool.decoding.search import Hypothesis, SearchSettings, search
+from seqtool.util.memory import release_freed_memory
 
 CHUNK = 4096
 
@@ -71,4 +72,5 @@ def translate_lines(model, vocabs: Vocabs, lines: Iterable[str], settings: Searc
                                   batch_sentences=batch_sentences, device=device, generator=generator):
             nbest = [(vocabs.tgt.decode(h.tokens), h.score) for h in hyps]
             yield Translation(nbest[0][0], nbest)
+        release_freed_memory()
 

@@ -25,7 +25,8 @@ Training tricks:
     memories get n distinct slots drawn from 0..n+k-1, in order, so T_A and T_C see gaps;
   * linear start (LS): the memory softmaxes are removed at first and put back when the validation loss
     stops falling (LinearStart, whose state is in the model's buffers and so in every checkpoint);
-  * the learning-rate halving and gradient clipping are the recipe's train.schedule and clip_norm.
+  * the learning rate is linear_start_lr (paper: 0.5) times the scheduled one while LS lasts; the
+    halving and gradient clipping are the recipe's train.schedule and clip_norm.
 
 Language model (arch memn2n_lm, task lm; the authors' MemN2N-lang-model): the memories are the
 previous memory_size words, the window ending with the current input word, each with its temporal
@@ -128,6 +129,8 @@ class MemN2NConfig(ModelConfig):
         False, description="LS: train without the memory softmaxes until the validation loss stops falling")
     linear_start_patience: int = Field(
         1, ge=1, description="LS: validations in a row without a lower loss before the softmaxes return")
+    linear_start_lr: float = Field(
+        0.5, gt=0, le=1, description="LS: learning-rate multiplier while the softmaxes are out (paper: 0.005 / 0.01)")
     random_noise: float = Field(
         0.0, ge=0, lt=1, description="RN: while training, intersperse up to this fraction of empty memories "
         "(paper: 0.1); needs temporal")
@@ -192,6 +195,11 @@ class MemN2N(nn.Module):
         coefficients = position_coefficients(d) if cfg.encoding == "position" else None
         self.register_buffer("coefficients", coefficients, persistent=False)
         init_normal(self, cfg.init_std)
+
+    @property
+    def lr_scale(self) -> float:
+        """The trainer multiplies the scheduled learning rate by this (the paper's LS phase runs at half)."""
+        return self.cfg.linear_start_lr if self.linear_start.linear else 1.0
 
     def memory_input(self, hop: int) -> MemoryEmbedding:
         """A^{hop+1} (hops count from 0 here)."""

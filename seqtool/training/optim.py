@@ -42,8 +42,9 @@ class Schedule:
             lr *= s.factor ** ((step - s.decay_start) // s.decay_every + 1)
         return max(lr * self.plateau_scale, s.min_lr)
 
-    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
-        lr = self.lr(step)
+    def apply(self, optimizer: torch.optim.Optimizer, step: int, scale: float = 1.0) -> float:
+        """Set the lr of `step`, times a model's own `scale` (MemN2N's linear start), in every group."""
+        lr = self.lr(step) * scale
         for group in optimizer.param_groups:
             group["lr"] = lr
         return lr

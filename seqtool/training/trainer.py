@@ -192,7 +192,7 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(params, self.spec.clip_norm or float("inf"))
-        lr = self.schedule.apply(self.optimizer, self.state.step)
+        lr = self.schedule.apply(self.optimizer, self.state.step, getattr(self.model, "lr_scale", 1.0))
         if not (math.isfinite(nll) and math.isfinite(float(norm))):
             self._skip_step(nll)
         else:

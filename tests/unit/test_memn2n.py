@@ -84,6 +84,7 @@ def test_linear_start_removes_the_softmax_until_validation_stalls():
     assert not torch.allclose(attention.sum(-1), torch.ones(3, 2))  # raw scores u . m_i
     assert (attention[0, :, 3:] == 0).all()  # empty slots contribute nothing
     switch = model.linear_start
+    assert model.lr_scale == 0.5  # the paper's LS learning rate: 0.005 against 0.01
     for loss in (2.0, 1.5, 1.6):  # one validation without a lower loss: patience 2 not reached
         switch.observe(loss)
     assert switch.linear and int(switch.phase) == LinearStart.LINEAR
@@ -96,7 +97,7 @@ def test_linear_start_removes_the_softmax_until_validation_stalls():
     for net in (model, resumed):
         net.train()(story, query)  # the next training step re-inserts the softmaxes
         _, attention = net.eval()(story, query)
-        assert not net.linear_start.linear
+        assert not net.linear_start.linear and net.lr_scale == 1.0
         assert torch.allclose(attention.sum(-1), torch.ones(3, 2))
         assert (attention[0, :, 3:] == 0).all()
 
