@@ -2,8 +2,10 @@
 
 A step: take `accumulate` batches, sum their losses normalised by the step's target tokens (over
 all ranks), skip the step if the loss or gradient is not finite, clip, update, schedule. Every
-`validate_every` steps the task measures the model; every `checkpoint.every` steps (and at the end,
-and on SIGINT/SIGTERM) rank 0 writes a checkpoint that lets `--resume` continue exactly.
+`validate_every` steps the task measures the model; every `checkpoint.every` steps, at every new best
+validation (so `best.pt` is the best model validated, not the best one that fell on a checkpoint
+step), at the end and on SIGINT/SIGTERM, rank 0 writes a checkpoint that lets `--resume` continue
+exactly.
 """
 
 from __future__ import annotations
@@ -219,7 +221,7 @@ class Trainer:
         step = self.state.step
         if step % self.spec.validate_every == 0:
             self._validate()
-        if step % self.spec.checkpoint.every == 0:
+        if step % self.spec.checkpoint.every == 0 or (self._is_best() and self.spec.checkpoint.keep_best):
             self._save()
 
     def _validate(self) -> dict:

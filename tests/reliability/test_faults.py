@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import random
 import signal
 import sys
@@ -124,6 +125,22 @@ def test_nan_streak_stops_without_overwriting_a_good_checkpoint(tmp_path, tiny_r
     assert status == 2
     assert "training diverged: 4 consecutive steps with a non-finite loss" in err
     assert _latest_finite_state(tmp_path)["trainer"]["step"] == 10
+
+
+def test_every_new_best_validation_is_saved(tmp_path, tiny_recipe, monkeypatch, capsys):
+    """best.pt is the best model validated, not the best that happened to fall on a checkpoint step."""
+    monkeypatch.chdir(tmp_path)
+    status, err = run_main(["train", str(tiny_recipe), "--set", "train.max_steps=60",
+                            "--set", "train.validate_every=15", "--set", "train.checkpoint.every=1000"],
+                           monkeypatch, capsys)
+    assert status == 0, err
+    run = tmp_path / "runs" / "tiny"
+    records = map(json.loads, (run / "metrics.jsonl").open())
+    valid = [(r["step"], r["bleu"]) for r in records if r.get("split") == "valid"]
+    new_bests = [step for i, (step, bleu) in enumerate(valid) if all(bleu > b for _, b in valid[:i])]
+    saved = {int(p.stem[5:]) for p in (run / "checkpoints").glob("step_*.pt")}
+    assert 15 in new_bests and set(new_bests) <= saved
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["trainer"]["step"] == new_bests[-1]
 
 
 def _latest_finite_state(root: Path) -> dict:
