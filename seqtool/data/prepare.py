@@ -49,19 +49,19 @@ def prepare(recipe: Recipe, log=print) -> Path:
     out = prepared_dir(recipe)
     spec = recipe.data
     splits = _resolve_splits(spec, out)
+    fingerprint = _fingerprint(recipe, splits)
     started = time.perf_counter()
 
     def build(stage: Path) -> dict:
-        nonlocal splits
-        if spec.generate is not None:
+        sources = splits
+        if spec.generate is not None:  # generated corpora are written into the stage first
             _generate(spec, stage / "raw")
-            splits = _resolve_splits(spec, stage)
-        vocabs = _train_vocabs(recipe, splits["train"])
+            sources = _resolve_splits(spec, stage)
+        vocabs = _train_vocabs(recipe, sources["train"])
         vocabs.save(stage / "tokenizer")
-        counts = {name: _encode_split(recipe, name, split, vocabs, stage) for name, split in splits.items()}
+        counts = {name: _encode_split(recipe, name, split, vocabs, stage) for name, split in sources.items()}
         return _manifest(recipe, fingerprint, vocabs, counts, stage)
 
-    fingerprint = _fingerprint(recipe, splits)
     manifest = build_prepared(out, fingerprint, build, log)
     if manifest is not None:
         lines = sum(c["lines"] for c in manifest["splits"].values())

@@ -1,7 +1,8 @@
 """The one training loop every model shares through `model.loss(batch, label_smoothing, state)`.
 
 A step: take `accumulate` batches, sum their losses normalised by the step's target tokens (over
-all ranks), skip the step if the loss or gradient is not finite, clip, update, schedule. Every
+all ranks), skip the step if the loss or gradient is not finite, clip, update, schedule (times the
+model's `lr_scale` where it has one: MemN2N's linear start). Every
 `validate_every` steps the task measures the model; every `checkpoint.every` steps, at every new best
 validation (so `best.pt` is the best model validated, not the best one that fell on a checkpoint
 step), at the end and on SIGINT/SIGTERM, rank 0 writes a checkpoint that lets `--resume` continue
