@@ -57,6 +57,8 @@ class RecurrentBatchNormConfig(BatchNormConfig):
 
 class BLNConfig(BatchNormConfig):
     eps: float = Field(1e-3, gt=0, description="added to the variance (official code: 0.001)")
+    gain: float | None = Field(1.0, gt=0, description="initial gamma (paper: 1); null: sqrt(d), which cancels "
+                               "the 1/sqrt(d) at the start (papers.md card 10 warns gamma may need to learn it)")
 
 
 class ATNConfig(NormConfig):
@@ -176,7 +178,7 @@ class BatchLayerNorm(BatchNorm):
     """BLN: a batch-size-weighted mix of batch- and feature-normalized activations, over sqrt(d)."""
 
     def __init__(self, cfg: BLNConfig, features: int, *, shift: bool):
-        super().__init__(cfg, features, shift=shift)
+        super().__init__(cfg, features, shift=shift, gain=math.sqrt(features) if cfg.gain is None else cfg.gain)
         self.register_buffer("train_rows", torch.ones(1))
 
     def sequence(self, a, t0, memory, mask):

@@ -239,6 +239,8 @@ class TrainSpec(Spec):
     max_epochs: int | None = Field(None, gt=0, description="passes over the training data (null: no limit)")
     max_minutes: float | None = Field(None, gt=0, description="wall-clock limit for training")
     clip_norm: float | None = Field(5.0, gt=0, description="clip the gradient norm to this (null: off)")
+    clip_per_parameter: bool = Field(
+        False, description="clip each parameter's gradient norm on its own (MemN2N's bAbI code), not all together")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "bf16", description="autocast dtype on CUDA; the CPU always trains in fp32"

@@ -7,6 +7,8 @@ The schedule is a small class of plain numbers (no lambdas) so it saves and resu
                   (GNMT: halve every decay_every steps once decay_start is reached)
     plateau       lr * factor ** (times validation failed to improve for `patience` validations)
 Every schedule but plateau warms up linearly over warmup_steps; lr never drops below min_lr.
+Gradient clipping rescales the gradient of all parameters together to a norm of at most clip_norm,
+or (clip_per_parameter) each parameter's gradient on its own, as MemN2N's authors do for bAbI.
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ def build_optimizer(params, spec: OptimSpec) -> torch.optim.Optimizer:
         return cls(params, lr=spec.lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay)
     return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.name == "nag",
                            weight_decay=spec.weight_decay)
+
+
+def clip_gradients(params: list[torch.Tensor], limit: float | None, per_parameter: bool) -> torch.Tensor:
+    """Clip in place; returns the norm of all the gradients before clipping (inf or nan if not finite)."""
+    limit = limit or float("inf")
+    if not per_parameter or not params:
+        return torch.nn.utils.clip_grad_norm_(params, limit)
+    return torch.stack([torch.nn.utils.clip_grad_norm_(p, limit) for p in params]).norm()
 
 
 class Schedule:

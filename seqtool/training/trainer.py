@@ -23,7 +23,7 @@ from torch import nn
 from seqtool.errors import SeqtoolError
 from seqtool.training.checkpoint import CheckpointDir, rng_state, set_rng_state
 from seqtool.training.distributed import DistInfo, all_sum, broadcast_value
-from seqtool.training.optim import Schedule, build_optimizer
+from seqtool.training.optim import Schedule, build_optimizer, clip_gradients
 
 HIGHER_IS_BETTER = {"bleu", "chrf", "accuracy"}
 
@@ -194,7 +194,7 @@ class Trainer:
     def _update(self, nll: float) -> None:
         self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(params, self.spec.clip_norm or float("inf"))
+        norm = clip_gradients(params, self.spec.clip_norm, self.spec.clip_per_parameter)
         lr = self.schedule.apply(self.optimizer, self.state.step, getattr(self.model, "lr_scale", 1.0))
         if not (math.isfinite(nll) and math.isfinite(float(norm))):
             self._skip_step(nll)

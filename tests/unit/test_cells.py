@@ -150,6 +150,35 @@ def test_state_regularized_states_are_centroids_in_evaluation():
     assert not torch.allclose(soft, cell.centroids[cell.assign(soft)])  # a mixture while training
 
 
+def test_straight_through_trains_the_snapped_states_with_the_soft_gradient():
+    torch.manual_seed(6)
+    rnn = Recurrent({"name": "sr_gru", "centroids": 5, "straight_through": True}, 3, 6)
+    cell: StateRegularizedCell = rnn.layers[0]
+    x = torch.randn(4, 7, 3)
+    out = rnn(x)[0]
+    torch.testing.assert_close(out, cell.centroids[cell.assign(out)])  # training sees centroids too
+    out.square().sum().backward()
+    assert cell.base.weight_hh.grad.abs().sum() > 0 and cell.centroids.grad.abs().sum() > 0
+    torch.testing.assert_close(rnn.eval()(x)[0], out.detach())  # and evaluation is the same network
+
+
+def test_state_regularized_temperature_anneals_per_training_batch():
+    cfg = {"name": "sr_gru", "temperature": 1.0, "final_temperature": 0.1, "anneal_steps": 4}
+    rnn = Recurrent(cfg, 3, 6)
+    cell: StateRegularizedCell = rnn.layers[0]
+    seen = []
+    for _ in range(6):
+        seen.append(cell.temperature)
+        rnn(torch.randn(2, 5, 3))
+    assert seen == pytest.approx([1.0, 0.1 ** 0.25, 0.1 ** 0.5, 0.1 ** 0.75, 0.1, 0.1])
+    rnn.eval()
+    rnn(torch.randn(2, 5, 3))
+    assert cell.temperature == pytest.approx(0.1) and int(cell.batches) == 6  # evaluation does not count
+    copy = Recurrent(cfg, 3, 6)
+    copy.load_state_dict(rnn.state_dict())
+    assert copy.layers[0].temperature == pytest.approx(0.1)  # a resumed run continues the anneal
+
+
 def test_bad_cells_fail_clearly():
     with pytest.raises(ValueError, match="did you mean 'lstm'"):
         Recurrent("lstn", 3, 4)

@@ -87,6 +87,9 @@ def test_bln_limits():
     bn = (many - many.mean(0)) / torch.sqrt(many.var(0, unbiased=False) + 1e-3)
     out = make("bln", d).sequence(many, 0, (), None)[0] * math.sqrt(d)
     assert (out - bn).abs().mean() < 0.01 * bn.abs().mean()
+    rescaled = make({"name": "bln", "gain": None}, d)  # gamma starts at sqrt(d): B = 1 is layer norm itself
+    torch.testing.assert_close(rescaled.sequence(one, 0, (), None)[0],
+                               (1 - 1e-4) * torch.nn.functional.layer_norm(one, (d,), eps=1e-3))
 
 
 @pytest.mark.parametrize("norm", ["batch", "bln"])

@@ -1,0 +1,33 @@
+"""Gradient clipping: all parameters together, or each on its own."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seqtool.training.optim import clip_gradients
+
+
+def _params(*norms: float) -> list[torch.Tensor]:
+    params = []
+    for norm in norms:
+        p = torch.zeros(2, requires_grad=True)
+        p.grad = torch.tensor([norm * 0.6, norm * 0.8])  # a gradient of exactly this norm
+        params.append(p)
+    return params
+
+
+@pytest.mark.parametrize("per_parameter, after", [(False, [0.6, 0.8]), (True, [1.0, 1.0])])
+def test_clipping_together_or_per_parameter(per_parameter, after):
+    params = _params(3.0, 4.0)
+    total = clip_gradients(params, 1.0, per_parameter)
+    assert float(total) == pytest.approx(5.0)  # the norm before clipping, either way
+    assert [float(p.grad.norm()) for p in params] == pytest.approx(after, rel=1e-5)
+
+
+def test_no_limit_leaves_gradients_and_reports_non_finite_norms():
+    params = _params(3.0, 4.0)
+    assert float(clip_gradients(params, None, True)) == pytest.approx(5.0)
+    assert [float(p.grad.norm()) for p in params] == pytest.approx([3.0, 4.0])
+    params[0].grad[0] = float("nan")
+    assert not torch.isfinite(clip_gradients(params, 1.0, True))
