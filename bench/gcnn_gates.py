@@ -33,7 +33,7 @@ def train_gate(recipe_path: str, gate: str, *, minutes: float, out: Path, extra:
     rows = [json.loads(line) for line in (out / gate / "metrics.jsonl").open(encoding="utf-8")]
     train = [r for r in rows if r["split"] == "train"]
     valid = [r["ppl"] for r in rows if r["split"] == "valid"]
-    return {"gate": gate, "steps": train[-1]["step"] if train else 0, "valid_ppl": min(valid),
+    return {"gate": gate, "steps": max((r["step"] for r in rows), default=0), "valid_ppl": min(valid),
             "test_ppl": test["ppl"], "train_tokens_per_s": statistics.median(r["tokens_per_s"] for r in train),
             "parameters": count_parameters(load_run(out / gate).model)}
 
