@@ -64,11 +64,12 @@ class StateRegularizedCell(CellLayer):
     def project(self, x, t0, memories, mask):
         if self.training and t0 == 0:
             self.batches += 1
+        self._tau = self.temperature  # once per call: reading the counter in every time step would sync a GPU
         return self.base.project(x, t0, memories, mask)
 
     def step(self, xw, core, t, memories, mask):
         proposal, core, memories = self.base.step(xw, core, t, memories, mask)
-        logits = proposal @ self.centroids.t() / self.temperature  # (B, k)
+        logits = proposal @ self.centroids.t() / self._tau  # (B, k)
         if self.hard_eval and not self.training:
             h = self.centroids[logits.argmax(-1)]
         else:
