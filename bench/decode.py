@@ -5,7 +5,8 @@
 Sources are the run's raw test split (or --src/--ref files), tokenized once outside the timing.
 --reference also decodes with a straightforward per-sentence beam search (one hypothesis at a time,
 a Python loop over hypotheses) over the same model and reports the speed ratio and whether every
-output is identical to the batched search.
+output is identical to the batched search (in the precision of the fastest row of the widest beam).
+--precisions fp32,bf16 repeats every setting under each autocast dtype (decode.precision).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from seqtool.decoding.search import Hypothesis, SearchSettings, output_limits  #
 from seqtool.decoding.translate import translate_ids  # noqa: E402
 from seqtool.evaluation.metrics import corpus_metrics  # noqa: E402
 from seqtool.runs import load_run  # noqa: E402
+from seqtool.util.precision import autocast  # noqa: E402
 
 
 def reference_search(model, source: np.ndarray, settings: SearchSettings) -> Hypothesis:
@@ -84,7 +86,8 @@ def measure(model, sources, vocabs, refs, settings, batch: int, device) -> dict:
     seconds = time.perf_counter() - start
     texts = [vocabs.tgt.decode(h[0].tokens) for h in hyps]
     tokens = sum(len(h[0].tokens) + 1 for h in hyps)
-    return {"beam": settings.beam, "batch": batch, "sentences_per_s": len(sources) / seconds,
+    return {"beam": settings.beam, "batch": batch, "precision": settings.precision,
+            "sentences_per_s": len(sources) / seconds,
             "tokens_per_s": tokens / seconds, "seconds": seconds,
             "bleu": corpus_metrics(texts, refs, ["bleu"])["bleu"].score, "_tokens": [h[0].tokens for h in hyps]}
 
@@ -111,6 +114,7 @@ def main() -> None:
     parser.add_argument("--alpha", type=float)
     parser.add_argument("--beta", type=float)
     parser.add_argument("--prune-margin", type=float, help="GNMT pruning margin (default: the recipe's)")
+    parser.add_argument("--precisions", help="e.g. fp32,bf16 (default: the recipe's decode.precision)")
     parser.add_argument("--reference", action="store_true", help="also run the per-sentence beam search")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of each setting")
     args = parser.parse_args()
@@ -121,10 +125,12 @@ def main() -> None:
     sources = [np.asarray(ids, dtype=np.int64) for ids in run.vocabs.src.encode(src_lines)]
     penalties = {k: v for k, v in (("alpha", args.alpha), ("beta", args.beta), ("prune_margin", args.prune_margin))
                  if v is not None}
+    precisions = args.precisions.split(",") if args.precisions else [run.recipe.decode.precision]
     rows = []
     with torch.inference_mode():
-        for beam in map(int, args.beams.split(",")):
-            settings = SearchSettings.from_spec(run.recipe.decode, beam=beam, n_best=1, **penalties)
+        for precision, beam in ((p, int(b)) for p in precisions for b in args.beams.split(",")):
+            settings = SearchSettings.from_spec(run.recipe.decode, beam=beam, n_best=1, precision=precision,
+                                                **penalties)
             for batch in map(int, args.batches.split(",")):
                 with profiled(args.profile):
                     rows.append(measure(run.model, sources, run.vocabs, refs, settings, batch, torch.device("cpu")))
@@ -140,11 +146,13 @@ def compare_reference(model, sources, rows, spec, penalties) -> dict:
     """The per-sentence search against the batched rows of the largest beam."""
     beam = max(r["beam"] for r in rows)
     best = max((r for r in rows if r["beam"] == beam), key=lambda r: r["sentences_per_s"])
-    settings = SearchSettings.from_spec(spec, beam=beam, n_best=1, **penalties)
+    settings = SearchSettings.from_spec(spec, beam=beam, n_best=1, precision=best["precision"], **penalties)
     start = time.perf_counter()
-    outputs = [reference_search(model, s, settings).tokens for s in sources]
+    with autocast(settings.precision, torch.device("cpu")):
+        outputs = [reference_search(model, s, settings).tokens for s in sources]
     seconds = time.perf_counter() - start
-    return {"beam": beam, "sentences_per_s": len(sources) / seconds, "batched_sentences_per_s": best["sentences_per_s"],
+    return {"beam": beam, "precision": best["precision"], "sentences_per_s": len(sources) / seconds,
+            "batched_sentences_per_s": best["sentences_per_s"],
             "speedup": best["sentences_per_s"] * seconds / len(sources),
             "identical": sum(a == b for a, b in zip(outputs, best["_tokens"])), "of": len(sources)}
 

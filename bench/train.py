@@ -4,8 +4,9 @@
 
 Runs `--warmup` untimed steps and `--steps` timed ones of the real trainer (no validation, no
 checkpoints), counts the FLOPs of one step (matmuls via torch's FlopCounterMode, recurrent layers
-from their shapes since the fused RNN kernels are not counted there), and times a large fp32
-matmul in the same process to report the fraction of the machine's peak a step reaches.
+from their shapes since the fused RNN kernels are not counted there), and times a large matmul in
+the step's precision (fp32, or bf16 where the recipe autocasts) in the same process to report the
+fraction of the machine's peak a step reaches.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from seqtool.tasks import TASKS  # noqa: E402
 from seqtool.training.checkpoint import CheckpointDir  # noqa: E402
 from seqtool.training.run import seed_everything  # noqa: E402
 from seqtool.training.trainer import Trainer  # noqa: E402
+from seqtool.util.precision import autocast_dtype  # noqa: E402
 
 
-def matmul_peak(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of a large fp32 matmul on this device, now."""
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a large matmul in `dtype` (the step's autocast dtype) on this device, now."""
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     for _ in range(2):
         a @ b
     _sync(device)
@@ -82,12 +84,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--data-dir", help="reuse a prepared data directory")
+    parser.add_argument("--precisions", help="e.g. fp32,bf16: each in turn in this process, and their speed ratio")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [f"output_dir={tmp}/run", *args.overrides]
         if args.data_dir:
             overrides.append(f"data.prepared_dir={args.data_dir}")
-        print(json.dumps(run(load_recipe(args.recipe, overrides), args.steps, args.warmup)))
+        if not args.precisions:
+            print(json.dumps(run(load_recipe(args.recipe, overrides), args.steps, args.warmup)))
+            return
+        rows = [run(load_recipe(args.recipe, [*overrides, f"train.precision={p}"]), args.steps, args.warmup)
+                for p in args.precisions.split(",")]
+        speed = {r["precision"]: r["tokens_per_s"] for r in rows}
+        print(json.dumps({"rows": rows, "speed_vs_first": {k: v / rows[0]["tokens_per_s"] for k, v in speed.items()}}))
 
 
 def run(recipe, steps: int, warmup: int) -> dict:
@@ -110,8 +119,10 @@ def run(recipe, steps: int, warmup: int) -> dict:
         tokens += trainer.step()[0]
     _sync(device)
     seconds = time.perf_counter() - start
-    peak = matmul_peak(device)
+    dtype = autocast_dtype(recipe.train.precision, device) or torch.float32
+    peak = matmul_peak(device, dtype)
     result = {"recipe": recipe.name, "device": str(device), "threads": torch.get_num_threads(),
+              "precision": str(dtype).removeprefix("torch."),
               "parameters": count_parameters(model), "steps": steps, "tokens_per_s": tokens / seconds,
               "step_ms": 1000 * seconds / steps, "tokens_per_step": tokens / steps,
               "step_gflop": flops / 1e9, "achieved_gflops": flops * steps / seconds / 1e9,

@@ -7,7 +7,9 @@ beat its n-best finished ones (an upper bound that holds under length and covera
 at its length limit; done sentences leave the batch. fairseq's rule, done once K hypotheses are
 finished, is not used: when the model is confident, K poor early-EOS hypotheses can fill the
 finished set before the best one ends. Beam 1 is greedy.
-Each sentence's computation is independent of the others, so output does not depend on batch size.
+Each sentence's computation is independent of the others, so in fp32 output does not depend on batch
+size; under bf16 autocast (decode.precision) the kernels' rounding can depend on the batch's shape,
+so a near-tie may occasionally resolve differently.
 
 GNMT's pruning (Wu et al. 2016, sec. 7), on with `prune_margin` (the paper's "beamsize", 3.0):
   1. a hypothesis only considers tokens whose local score log p(y | prefix) is within the margin of
@@ -31,6 +33,7 @@ import torch
 from seqtool.data.tokenizer import BOS, EOS, PAD
 from seqtool.decoding.penalties import gnmt_score, length_penalty
 from seqtool.models.base import Rows, Seq2SeqModel
+from seqtool.util.precision import autocast
 
 MAX_OUTPUT = 1024
 
@@ -49,6 +52,7 @@ class SearchSettings:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    precision: str = "fp32"
 
     @classmethod
     def from_spec(cls, spec, **changes) -> SearchSettings:
@@ -77,7 +81,7 @@ class Live(Rows):
 def search(model: Seq2SeqModel, src: torch.Tensor, src_mask: torch.Tensor, settings: SearchSettings,
            generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
     """Decode a batch; one list of hypotheses (best first) per source row."""
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(settings.precision, src.device):
         if settings.sample:
             return sample(model, src, src_mask, settings, generator)
         return beam_search(model, src, src_mask, settings)

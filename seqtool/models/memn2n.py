@@ -6,26 +6,38 @@ first (slot 0), q is the question, and there are K hops with embeddings A^k, C^k
     c_i = sum_j l_j * C x_ij + T_C(i)          memory output vectors
     u^1 = sum_j l_j * B q_j
     p^k_i = softmax_i(u^k . m^k_i)             (linear start: p^k_i = u^k . m^k_i)
+            over memory_size slots: the slots a short story leaves empty are zero vectors, score 0
     o^k = sum_i p^k_i c^k_i
     u^{k+1} = u^k + o^k  (adjacent tying)   or   H u^k + o^k  (layer-wise tying)
     a = softmax(W u^{K+1})
 Position encoding (PE), for a sentence of J words, d dimensions, 1-based j and k:
     l_kj = (1 - j/J) - (k/d)(1 - 2j/J) = (1 - k/d) + (j/J)(2k/d - 1)
 so m_k = (1 - k/d) sum_j (A x_j)_k + (2k/d - 1) sum_j (j/J)(A x_j)_k: two weighted bags of words per
-sentence. The bags are (sentences, V) weight matrices built once per batch and shared by every
-embedding, so each sentence encoding is one small dense matmul (bAbI's V is under 200); this is
+sentence. The authors' code (build_model.m) weighs instead by the place from the sentence start with
+one fixed J for all sentences (`position_absolute`, J = position_span):
+    l_kj = 1 + 4 (k - (d+1)/2)(j - (J+1)/2) / (d J)
+which lets a word match itself across sentences of different lengths (bAbI task 16, basic induction,
+went from 52% to under 1% error with it). The bags are (sentences, V) weight matrices built once per
+batch and shared by every embedding, so each sentence encoding is one small dense matmul (bAbI's V is under 200); this is
 several times faster on a CPU than gathering word vectors or embedding_bag, whose backward sorts.
 Weight tying: adjacent: A^{k+1} = C^k, B = A^1, W^T = C^K (K + 1 embeddings; the temporal vectors
 belong to their embedding and are tied with it, as in the authors' code); layer-wise: A^k = A and
 C^k = C for every hop, plus the linear map H; B and W are separate.
 Training tricks:
+  * a fixed memory (the authors' code; the paper is silent): a story of n < memory_size statements
+    leaves memory_size - n empty slots, all-nil sentences whose vectors are zero, so each takes
+    weight exp(0) in every hop's softmax and adds nothing to o: attention can rest on nothing
+    (`empty_slots_attend`; masking them out instead cost about 3 points of mean bAbI 1k error here);
   * temporal encoding: T_A, T_C hold one learned vector per memory slot (slot 0 = most recent);
   * random noise (RN): while training, k ~ U{0..ceil(0.1 n)} empty memories are interspersed among a
-    story's n. As in the authors' code an empty memory holds no words and takes no attention: the n
+    story's n. As in the authors' code they are gaps in the temporal indices, not extra slots: the n
     memories get n distinct slots drawn from 0..n+k-1, in order, so T_A and T_C see gaps;
   * linear start (LS): the memory softmaxes are removed at first and put back when the validation loss
-    stops falling (LinearStart, whose state is in the model's buffers and so in every checkpoint);
-  * the learning rate is linear_start_lr (paper: 0.5) times the scheduled one while LS lasts; the
+    stops falling, or after linear_start_steps updates as the authors' code does (30 epochs for joint
+    training); LinearStart's state is in the model's buffers and so in every checkpoint;
+  * while LS lasts the learning rate stays at linear_start_lr (paper: 0.5) times the schedule's first
+    value; when the softmaxes return the schedule starts again from its first step ("training
+    recommenced": the authors' train_linear_start.m runs a fresh schedule after the LS epochs). The
     halving and gradient clipping are the recipe's train.schedule and clip_norm.
 
 Language model (arch memn2n_lm, task lm; the authors' MemN2N-lang-model): the memories are the
@@ -75,20 +87,22 @@ def init_normal(module: nn.Module, std: float) -> None:
 class LinearStart(nn.Module):
     """Linear start as a switch in buffers (so checkpoints carry it and resume is exact).
 
-    Phases: LINEAR -> ASKED when `patience` validations in a row brought no lower loss -> SOFTMAX at the
-    next training forward. Switching at the next training step rather than during validation keeps
-    every checkpoint consistent: one written right after that validation still runs (and is evaluated)
-    in the mode its validation numbers were measured in.
+    Phases: LINEAR -> ASKED when `patience` validations in a row brought no lower loss (the paper's
+    rule), or after `steps` updates when that is set (the authors' code: a fixed number of epochs)
+    -> SOFTMAX at the next training forward. Switching at the next training step rather than during
+    validation keeps every checkpoint consistent: one written right after that validation still runs
+    (and is evaluated) in the mode its validation numbers were measured in.
     """
 
     LINEAR, ASKED, SOFTMAX = 0, 1, 2
 
-    def __init__(self, enabled: bool, patience: int):
+    def __init__(self, enabled: bool, patience: int, steps: int | None = None):
         super().__init__()
-        self.patience = patience
+        self.patience, self.steps = patience, steps
         self.register_buffer("phase", torch.tensor(self.LINEAR if enabled else self.SOFTMAX))
         self.register_buffer("best", torch.tensor(math.inf))
         self.register_buffer("bad", torch.tensor(0))
+        self.register_buffer("since", torch.tensor(-1 if enabled else 0))  # trainer step of the switch
 
     @property
     def linear(self) -> bool:
@@ -96,7 +110,7 @@ class LinearStart(nn.Module):
 
     def observe(self, loss: float) -> None:
         """Take one validation loss; ask for the softmaxes when it has stopped falling."""
-        if int(self.phase) != self.LINEAR:
+        if int(self.phase) != self.LINEAR or self.steps is not None:
             return
         if loss < float(self.best):
             self.best.fill_(loss)
@@ -112,6 +126,17 @@ class LinearStart(nn.Module):
             self.phase.fill_(self.SOFTMAX)
         return self.linear
 
+    def clock(self, step: int, linear_scale: float) -> tuple[int, float]:
+        """(schedule step, lr multiplier) for trainer step `step`: the schedule's first step while linear,
+        then the steps since the softmaxes returned."""
+        if self.steps is not None and step + 1 >= self.steps and int(self.phase) == self.LINEAR:
+            self.phase.fill_(self.ASKED)
+        if self.linear:
+            return 0, linear_scale
+        if int(self.since) < 0:
+            self.since.fill_(step)
+        return step - int(self.since), 1.0
+
 
 # -- question answering --------------------------------------------------------------------------
 class MemN2NConfig(ModelConfig):
@@ -120,8 +145,11 @@ class MemN2NConfig(ModelConfig):
     embed_dim: int = Field(20, gt=0, description="d (paper: 20 for one task, 50 for joint training)")
     hops: int = Field(3, ge=1, description="K memory hops")
     memory_size: int = Field(50, gt=0, description="temporal slots; at least data.babi.memory_size")
-    encoding: Literal["bow", "position"] = Field(
-        "position", description="sentence vectors: bag of words, or position encoding (PE)")
+    encoding: Literal["bow", "position", "position_absolute"] = Field(
+        "position", description="sentence vectors: bag of words; position encoding (PE, the paper's formula); or "
+        "position_absolute, the authors' code's PE, which weighs word j by its place from the sentence start")
+    position_span: int = Field(
+        12, gt=0, description="position_absolute: J (the authors' code: the longest sentence plus its time word)")
     temporal: bool = Field(True, description="temporal encoding: a learned vector per memory slot (T_A, T_C)")
     tying: Literal["adjacent", "layerwise"] = Field(
         "adjacent", description="adjacent: A^{k+1} = C^k, B = A^1, W = C^K; layerwise: one A, one C, plus H")
@@ -129,11 +157,18 @@ class MemN2NConfig(ModelConfig):
         False, description="LS: train without the memory softmaxes until the validation loss stops falling")
     linear_start_patience: int = Field(
         1, ge=1, description="LS: validations in a row without a lower loss before the softmaxes return")
+    linear_start_steps: int | None = Field(
+        None, gt=0, description="LS: put the softmaxes back after this many updates (the authors' code: 30 epochs) "
+        "instead of when the validation loss stalls")
     linear_start_lr: float = Field(
-        0.5, gt=0, le=1, description="LS: learning-rate multiplier while the softmaxes are out (paper: 0.005 / 0.01)")
+        0.5, gt=0, le=1, description="LS: learning-rate multiplier while the softmaxes are out (paper: 0.005 / 0.01); "
+        "the schedule restarts when they return")
     random_noise: float = Field(
         0.0, ge=0, lt=1, description="RN: while training, intersperse up to this fraction of empty memories "
         "(paper: 0.1); needs temporal")
+    empty_slots_attend: bool = Field(
+        True, description="the memory has memory_size slots and the empty ones (zero vectors, score 0) stay in "
+        "the softmax, as in the authors' code, so attention can rest on nothing; false: only statements")
     init_std: float = Field(0.1, gt=0, description="weights ~ N(0, init_std^2) (paper: 0.1)")
 
     @model_validator(mode="after")
@@ -150,20 +185,27 @@ class MemN2NConfig(ModelConfig):
         return []
 
 
-def position_coefficients(dim: int) -> torch.Tensor:
-    """(2, d): rows (1 - k/d) and (2k/d - 1), k = 1..d, the two factors of PE's l_kj."""
-    k = torch.arange(1, dim + 1, dtype=torch.float32) / dim
-    return torch.stack([1 - k, 2 * k - 1])
+def position_coefficients(dim: int, encoding: str = "position", span: int = 12) -> torch.Tensor | None:
+    """(2, d): the factors c0_k, c1_k of l_kj = c0_k + c1_k w_j, k = 1..d (None for bag of words):
+    PE (1 - k/d) and (2k/d - 1); the absolute variant 1 and 4(k - (d+1)/2) / (d J)."""
+    if encoding == "bow":
+        return None
+    k = torch.arange(1, dim + 1, dtype=torch.float32)
+    if encoding == "position":
+        return torch.stack([1 - k / dim, 2 * k / dim - 1])
+    return torch.stack([torch.ones(dim), 4 * (k - (dim + 1) / 2) / (dim * span)])
 
 
-def sentence_bags(tokens: torch.Tensor, vocab: int, position: bool) -> torch.Tensor:
-    """Bag weights of (N, W) sentences: (N, V) word counts, or with PE (2N, V) holding the counts and
-    the sums of j/J per word (PAD positions count in neither)."""
+def sentence_bags(tokens: torch.Tensor, vocab: int, encoding: str = "position", span: int = 12) -> torch.Tensor:
+    """Bag weights of (N, W) sentences: (N, V) word counts, or with a position encoding (2N, V) holding
+    the counts and the sums of w_j per word: j/J (PE, J the sentence's length) or j - (J+1)/2 (the
+    absolute variant, J = span). PAD positions count in neither."""
     real = (tokens != PAD).float()
     weights, ids = real, tokens
-    if position:
-        relative = real.cumsum(1) / real.sum(1, keepdim=True).clamp(min=1) * real  # j / J
-        weights, ids = torch.cat([real, relative]), torch.cat([tokens, tokens])
+    if encoding != "bow":
+        j = real.cumsum(1)
+        w = j / real.sum(1, keepdim=True).clamp(min=1) if encoding == "position" else j - (span + 1) / 2
+        weights, ids = torch.cat([real, w * real]), torch.cat([tokens, tokens])
     return real.new_zeros(ids.size(0), vocab).scatter_add_(1, ids, weights)
 
 
@@ -191,15 +233,14 @@ class MemN2N(nn.Module):
         self.embeddings = nn.ModuleList(MemoryEmbedding(vocab, d, slots) for _ in range(count))
         self.H = nn.Linear(d, d, bias=False) if cfg.tying == "layerwise" else None
         self.W = nn.Parameter(torch.empty(vocab, d)) if cfg.tying == "layerwise" else None
-        self.linear_start = LinearStart(cfg.linear_start, cfg.linear_start_patience)
-        coefficients = position_coefficients(d) if cfg.encoding == "position" else None
-        self.register_buffer("coefficients", coefficients, persistent=False)
+        self.linear_start = LinearStart(cfg.linear_start, cfg.linear_start_patience, cfg.linear_start_steps)
+        self.register_buffer("coefficients", position_coefficients(d, cfg.encoding, cfg.position_span),
+                             persistent=False)
         init_normal(self, cfg.init_std)
 
-    @property
-    def lr_scale(self) -> float:
-        """The trainer multiplies the scheduled learning rate by this (the paper's LS phase runs at half)."""
-        return self.cfg.linear_start_lr if self.linear_start.linear else 1.0
+    def schedule_clock(self, step: int) -> tuple[int, float]:
+        """The step at which the trainer reads its lr schedule, and a multiplier (linear start's)."""
+        return self.linear_start.clock(step, self.cfg.linear_start_lr)
 
     def memory_input(self, hop: int) -> MemoryEmbedding:
         """A^{hop+1} (hops count from 0 here)."""
@@ -221,9 +262,9 @@ class MemN2N(nn.Module):
         B, M, W = story.shape
         mask = story[:, :, 0] != PAD  # (B, M) real statements; they come first
         linear = self.linear_start.step(self.training)
-        position, vocab = self.coefficients is not None, self.answer_weight().size(0)
+        vocab, bag = self.answer_weight().size(0), (self.cfg.encoding, self.cfg.position_span)
         rows = mask.reshape(-1).nonzero().squeeze(1)  # only real statements are encoded (~1/4 in joint batches)
-        bags = sentence_bags(story.reshape(B * M, W)[rows], vocab, position)
+        bags = sentence_bags(story.reshape(B * M, W)[rows], vocab, *bag)
         slots = self._slots(mask)
         encoded = {}  # adjacent tying reuses C^k as A^{k+1}: encode each embedding once
 
@@ -235,17 +276,27 @@ class MemN2N(nn.Module):
                 encoded[index] = vectors if time is None else vectors + time[slots] * mask.unsqueeze(-1)
             return encoded[index]
 
-        u = encode_sentences(self.query_embedding().words, sentence_bags(query, vocab, position),
+        u = encode_sentences(self.query_embedding().words, sentence_bags(query, vocab, *bag),
                              self.coefficients)  # (B, d)
         attention = []
         for hop in range(self.cfg.hops):
             m, c = memories(self.input_index[hop]), memories(self.output_index[hop])  # (B, M, d)
             scores = torch.bmm(m, u.unsqueeze(2)).squeeze(2)  # (B, M)
-            p = scores.masked_fill(~mask, 0.0) if linear else torch.softmax(scores.masked_fill(~mask, NEG), -1)
+            p = scores.masked_fill(~mask, 0.0) if linear else self._attend(scores, mask)
             o = torch.bmm(p.unsqueeze(1), c).squeeze(1)  # (B, d)
             u = (u if self.H is None else self.H(u)) + o
             attention.append(p)
         return u @ self.answer_weight().t(), torch.stack(attention, 1)
+
+    def _attend(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Softmax over the statements; with empty_slots_attend the memory_size - n empty slots join it
+        with score 0 (zero vectors, as in the authors' fixed-size memory), through one extra logit
+        log(memory_size - n) whose mass is dropped: p_i = exp(s_i) / (sum_j exp(s_j) + memory_size - n)."""
+        scores = scores.masked_fill(~mask, NEG)
+        if not self.cfg.empty_slots_attend:
+            return torch.softmax(scores, -1)
+        empty = (self.cfg.memory_size - mask.sum(1, keepdim=True)).clamp(min=0).float()
+        return torch.softmax(torch.cat([scores, empty.log()], 1), -1)[:, :-1]
 
     def _slots(self, mask: torch.Tensor) -> torch.Tensor:
         """(B, M) temporal slot of each memory: 0..n-1, or with random noise while training, n distinct

@@ -1,8 +1,8 @@
 """The one training loop every model shares through `model.loss(batch, label_smoothing, state)`.
 
 A step: take `accumulate` batches, sum their losses normalised by the step's target tokens (over
-all ranks), skip the step if the loss or gradient is not finite, clip, update, schedule (times the
-model's `lr_scale` where it has one: MemN2N's linear start). Every
+all ranks), skip the step if the loss or gradient is not finite, clip, update, schedule (at the step
+and scale a model's `schedule_clock` gives where it has one: MemN2N's linear start). Every
 `validate_every` steps the task measures the model; every `checkpoint.every` steps, at every new best
 validation (so `best.pt` is the best model validated, not the best one that fell on a checkpoint
 step), at the end and on SIGINT/SIGTERM, rank 0 writes a checkpoint that lets `--resume` continue
@@ -24,6 +24,7 @@ from seqtool.errors import SeqtoolError
 from seqtool.training.checkpoint import CheckpointDir, rng_state, set_rng_state
 from seqtool.training.distributed import DistInfo, all_sum, broadcast_value
 from seqtool.training.optim import Schedule, build_optimizer, clip_gradients
+from seqtool.util.precision import autocast, autocast_dtype
 
 HIGHER_IS_BETTER = {"bleu", "chrf", "accuracy"}
 
@@ -75,7 +76,7 @@ class Trainer:
         self.extra_payload = extra_payload or {}
         self.optimizer = build_optimizer(model.parameters(), self.spec.optimizer)
         self.schedule = Schedule(self.spec.schedule, self.spec.optimizer.lr)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self._amp_dtype() == torch.float16)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(self.spec.precision, device) == torch.float16)
         self.state = TrainerState()
         self.carry = None
         self.loss_module = self._wrap(model)
@@ -93,11 +94,6 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             module = nn.parallel.DistributedDataParallel(module, device_ids=ids)
         return module
-
-    def _amp_dtype(self) -> torch.dtype | None:
-        if self.device.type != "cuda" or self.spec.precision == "fp32":
-            return None
-        return torch.bfloat16 if self.spec.precision == "bf16" else torch.float16
 
     def load_state(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
@@ -181,8 +177,7 @@ class Trainer:
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1 or self.dist.world == 1
             sync = contextlib.nullcontext() if last else self.loss_module.no_sync()
-            with sync, torch.autocast(self.device.type, dtype=self._amp_dtype() or torch.float32,
-                                      enabled=self._amp_dtype() is not None):
+            with sync, autocast(self.spec.precision, self.device):
                 out = self.loss_module(batch, self.spec.label_smoothing, self.carry)
                 self.scaler.scale(out.loss * (self.dist.world / max(ntok, 1))).backward()
             self.carry = out.state
@@ -195,7 +190,8 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
         norm = clip_gradients(params, self.spec.clip_norm, self.spec.clip_per_parameter)
-        lr = self.schedule.apply(self.optimizer, self.state.step, getattr(self.model, "lr_scale", 1.0))
+        clock = getattr(self.model, "schedule_clock", lambda step: (step, 1.0))
+        lr = self.schedule.apply(self.optimizer, *clock(self.state.step))
         if not (math.isfinite(nll) and math.isfinite(float(norm))):
             self._skip_step(nll)
         else:

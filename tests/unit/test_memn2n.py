@@ -33,11 +33,24 @@ def test_position_encoding_matches_the_paper_on_a_hand_worked_example():
     words = torch.zeros(7, 4)
     words[4], words[5], words[6] = 1.0, 10.0, 100.0
     tokens = torch.tensor([[4, 5, 6, 0, 0], [5, 0, 0, 0, 0]])
-    got = encode_sentences(words, sentence_bags(tokens, 7, position=True), position_coefficients(4))
+    got = encode_sentences(words, sentence_bags(tokens, 7, "position"), position_coefficients(4))
     expected = torch.tensor([[357 / 12, 666 / 12, 975 / 12, 1284 / 12], [2.5, 5.0, 7.5, 10.0]])
     assert torch.allclose(got, expected)
-    bow = encode_sentences(words, sentence_bags(tokens, 7, position=False), None)
+    bow = encode_sentences(words, sentence_bags(tokens, 7, "bow"), None)
     assert torch.allclose(bow, torch.tensor([[111.0] * 4, [10.0] * 4]))
+
+
+def test_absolute_position_encoding_matches_the_authors_formula():
+    # l_kj = 1 + 4 (k - 5/2)(j - (J+1)/2) / (4 J) with d = 4 and J = 3 (the span, not the sentence length):
+    #   k=1: 3/2 1 1/2 | k=2: 7/6 1 5/6 | k=3: 5/6 1 7/6 | k=4: 1/2 1 3/2
+    # so words 1, 10, 100 give 61.5, 94.5, 127.5, 160.5; a one-word sentence is weighed at j = 1 all the same.
+    words = torch.zeros(7, 4)
+    words[4], words[5], words[6] = 1.0, 10.0, 100.0
+    tokens = torch.tensor([[4, 5, 6, 0, 0], [5, 0, 0, 0, 0]])
+    coefficients = position_coefficients(4, "position_absolute", span=3)
+    got = encode_sentences(words, sentence_bags(tokens, 7, "position_absolute", span=3), coefficients)
+    expected = torch.tensor([[61.5, 94.5, 127.5, 160.5], [15.0, 35 / 3, 25 / 3, 5.0]])
+    assert torch.allclose(got, expected)
 
 
 def _qa(**options) -> MemN2N:
@@ -78,13 +91,13 @@ def _story():
 
 
 def test_linear_start_removes_the_softmax_until_validation_stalls():
-    model = _qa(hops=2, linear_start=True, linear_start_patience=2).eval()
+    model = _qa(hops=2, linear_start=True, linear_start_patience=2, empty_slots_attend=False).eval()
     story, query = _story()
     _, attention = model(story, query)
     assert not torch.allclose(attention.sum(-1), torch.ones(3, 2))  # raw scores u . m_i
     assert (attention[0, :, 3:] == 0).all()  # empty slots contribute nothing
     switch = model.linear_start
-    assert model.lr_scale == 0.5  # the paper's LS learning rate: 0.005 against 0.01
+    assert model.schedule_clock(700) == (0, 0.5)  # the paper's LS: lr 0.005 against 0.01, not decayed
     for loss in (2.0, 1.5, 1.6):  # one validation without a lower loss: patience 2 not reached
         switch.observe(loss)
     assert switch.linear and int(switch.phase) == LinearStart.LINEAR
@@ -92,14 +105,50 @@ def test_linear_start_removes_the_softmax_until_validation_stalls():
     assert int(switch.phase) == LinearStart.ASKED
     assert switch.linear and not torch.allclose(model(story, query)[1].sum(-1), torch.ones(3, 2))  # eval: unchanged
 
-    resumed = _qa(hops=2, linear_start=True, linear_start_patience=2)
+    resumed = _qa(hops=2, linear_start=True, linear_start_patience=2, empty_slots_attend=False)
     resumed.load_state_dict(model.state_dict())  # the switch travels in the checkpointed weights
     for net in (model, resumed):
         net.train()(story, query)  # the next training step re-inserts the softmaxes
         _, attention = net.eval()(story, query)
-        assert not net.linear_start.linear and net.lr_scale == 1.0
+        assert not net.linear_start.linear
+        assert net.schedule_clock(900) == (0, 1.0) and net.schedule_clock(950) == (50, 1.0)  # a fresh schedule
         assert torch.allclose(attention.sum(-1), torch.ones(3, 2))
         assert (attention[0, :, 3:] == 0).all()
+    restored = _qa(hops=2, linear_start=True, linear_start_patience=2)
+    restored.load_state_dict(model.state_dict())
+    assert restored.schedule_clock(950) == (50, 1.0)  # the switch's step is checkpointed too
+
+
+def test_empty_slots_of_the_fixed_memory_take_attention_with_score_zero():
+    model = _qa(hops=1, temporal=False).eval()  # memory_size 6; the stories hold 3, 5 and 5 statements
+    story, query = _story()
+    _, attention = model(story, query)
+    with torch.no_grad():
+        m = model.memory_input(0)
+        u = encode_sentences(model.query_embedding().words, sentence_bags(query, 20), model.coefficients)
+        for row, n in enumerate((3, 5, 5)):
+            scores = encode_sentences(m.words, sentence_bags(story[row, :n], 20), model.coefficients) @ u[row]
+            # the 6 - n empty slots are zero vectors: score 0, weight exp(0) each, nothing read from them
+            expected = scores.exp() / (scores.exp().sum() + 6 - n)
+            assert torch.allclose(attention[row, 0, :n], expected, atol=1e-6)
+            assert (attention[row, 0, n:] == 0).all()
+    masked = _qa(hops=1, temporal=False, empty_slots_attend=False).eval()
+    masked.load_state_dict(model.state_dict())
+    assert torch.allclose(masked(story, query)[1].sum(-1), torch.ones(3, 1))  # only statements share it
+
+
+def test_linear_start_for_a_fixed_number_of_updates_ignores_validation():
+    model = _qa(hops=2, linear_start=True, linear_start_steps=3)
+    switch = model.linear_start
+    for loss in (2.0, 2.5, 3.0, 3.5):  # stalled validation losses do not end it
+        switch.observe(loss)
+    story, query = _story()
+    clocks = []
+    for step in range(5):
+        model.train()(story, query)  # the training forward of update `step`
+        clocks.append(model.schedule_clock(step))
+    # three linear updates at the LS rate, then the softmaxes return with a fresh schedule
+    assert clocks == [(0, 0.5), (0, 0.5), (0, 0.5), (0, 1.0), (1, 1.0)]
 
 
 def test_random_noise_spreads_slots_while_training_only():
