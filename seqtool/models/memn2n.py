@@ -18,8 +18,9 @@ one fixed J for all sentences (`position_absolute`, J = position_span):
     l_kj = 1 + 4 (k - (d+1)/2)(j - (J+1)/2) / (d J)
 which lets a word match itself across sentences of different lengths (bAbI task 16, basic induction,
 went from 52% to under 1% error with it). The bags are (sentences, V) weight matrices built once per
-batch and shared by every embedding, so each sentence encoding is one small dense matmul (bAbI's V is under 200); this is
-several times faster on a CPU than gathering word vectors or embedding_bag, whose backward sorts.
+batch and shared by every embedding, so each sentence encoding is one small dense matmul (bAbI's V
+is under 200); this is several times faster on a CPU than gathering word vectors or embedding_bag,
+whose backward sorts.
 Weight tying: adjacent: A^{k+1} = C^k, B = A^1, W^T = C^K (K + 1 embeddings; the temporal vectors
 belong to their embedding and are tied with it, as in the authors' code); layer-wise: A^k = A and
 C^k = C for every hop, plus the linear map H; B and W are separate.
