@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validat
 from seqtool.models.config import ModelConfig
 
 RECIPE_VERSION = 1
+Precision = Literal["auto", "fp32", "bf16", "fp16"]  # autocast dtypes, as seqtool.util.precision reads them
 
 
 class Spec(BaseModel):
@@ -242,7 +243,7 @@ class TrainSpec(Spec):
     clip_per_parameter: bool = Field(
         False, description="clip each parameter's gradient norm on its own (MemN2N's bAbI code), not all together")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+    precision: Precision = Field(
         "auto", description="autocast dtype: auto = bf16 on CUDA, fp32 on a CPU; bf16 also on a CPU that computes "
         "bf16 natively (AVX512-BF16 or AMX; elsewhere fp32); fp16 (with a gradient scaler) on CUDA only"
     )
@@ -269,7 +270,7 @@ class DecodeSpec(Spec):
     max_len_a: float = Field(1.5, ge=0, description="output length limit a*|src| + b")
     max_len_b: int = Field(10, ge=1)
     max_src_len: int = Field(256, gt=0, description="translate: longer inputs are truncated (with a warning)")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+    precision: Precision = Field(
         "auto", description="autocast dtype while decoding (validation, eval, translate); as train.precision")
     batch_tokens: int = Field(6000, gt=0, description="padded source tokens per decoding batch")
     batch_sentences: int | None = Field(None, gt=0, description="at most this many sentences per decoding batch")
