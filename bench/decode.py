@@ -31,7 +31,7 @@ from seqtool.decoding.search import Hypothesis, SearchSettings, output_limits  #
 from seqtool.decoding.translate import translate_ids  # noqa: E402
 from seqtool.evaluation.metrics import corpus_metrics  # noqa: E402
 from seqtool.runs import load_run  # noqa: E402
-from seqtool.util.precision import autocast, autocast_dtype  # noqa: E402
+from seqtool.util.precision import autocast, compute_dtype_name  # noqa: E402
 
 
 def reference_search(model, source: np.ndarray, settings: SearchSettings) -> Hypothesis:
@@ -86,10 +86,9 @@ def measure(model, sources, vocabs, refs, settings, batch: int, device) -> dict:
     seconds = time.perf_counter() - start
     texts = [vocabs.tgt.decode(h[0].tokens) for h in hyps]
     tokens = sum(len(h[0].tokens) + 1 for h in hyps)
-    computes = autocast_dtype(settings.precision, torch.device(device)) or torch.float32
     return {"beam": settings.beam, "batch": batch, "precision": settings.precision,
-            "dtype": str(computes).removeprefix("torch."), "sentences_per_s": len(sources) / seconds,
-            "tokens_per_s": tokens / seconds, "seconds": seconds,
+            "dtype": compute_dtype_name(settings.precision, torch.device(device)),
+            "sentences_per_s": len(sources) / seconds, "tokens_per_s": tokens / seconds, "seconds": seconds,
             "bleu": corpus_metrics(texts, refs, ["bleu"])["bleu"].score, "_tokens": [h[0].tokens for h in hyps]}
 
 

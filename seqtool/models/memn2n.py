@@ -64,6 +64,7 @@ from seqtool.models.config import ModelConfig
 from seqtool.registry import MODELS
 
 NEG = -1e30  # softmax fill for empty slots: exp gives 0, and a row of them stays finite
+POSITION_SPAN = 12  # the authors' code's J for bAbI: the longest sentence (11 words) plus its time word
 
 
 class MemoryEmbedding(nn.Module):
@@ -150,7 +151,8 @@ class MemN2NConfig(ModelConfig):
         "position", description="sentence vectors: bag of words; position encoding (PE, the paper's formula); or "
         "position_absolute, the authors' code's PE, which weighs word j by its place from the sentence start")
     position_span: int = Field(
-        12, gt=0, description="position_absolute: J (the authors' code: the longest sentence plus its time word)")
+        POSITION_SPAN, gt=0,
+        description="position_absolute: J (the authors' code: the longest sentence plus its time word)")
     temporal: bool = Field(True, description="temporal encoding: a learned vector per memory slot (T_A, T_C)")
     tying: Literal["adjacent", "layerwise"] = Field(
         "adjacent", description="adjacent: A^{k+1} = C^k, B = A^1, W = C^K; layerwise: one A, one C, plus H")
@@ -186,7 +188,7 @@ class MemN2NConfig(ModelConfig):
         return []
 
 
-def position_coefficients(dim: int, encoding: str = "position", span: int = 12) -> torch.Tensor | None:
+def position_coefficients(dim: int, encoding: str = "position", span: int = POSITION_SPAN) -> torch.Tensor | None:
     """(2, d): the factors c0_k, c1_k of l_kj = c0_k + c1_k w_j, k = 1..d (None for bag of words):
     PE (1 - k/d) and (2k/d - 1); the absolute variant 1 and 4(k - (d+1)/2) / (d J)."""
     if encoding == "bow":
@@ -197,7 +199,8 @@ def position_coefficients(dim: int, encoding: str = "position", span: int = 12) 
     return torch.stack([torch.ones(dim), 4 * (k - (dim + 1) / 2) / (dim * span)])
 
 
-def sentence_bags(tokens: torch.Tensor, vocab: int, encoding: str = "position", span: int = 12) -> torch.Tensor:
+def sentence_bags(tokens: torch.Tensor, vocab: int, encoding: str = "position",
+                  span: int = POSITION_SPAN) -> torch.Tensor:
     """Bag weights of (N, W) sentences: (N, V) word counts, or with a position encoding (2N, V) holding
     the counts and the sums of w_j per word: j/J (PE, J the sentence's length) or j - (J+1)/2 (the
     absolute variant, J = span). PAD positions count in neither."""

@@ -65,7 +65,15 @@ def _chunk_grads(grads, logits, lse, yc, rows, hc, weight, epsilon, where) -> No
     if grad_h is not None:
         grad_h[where] = _mm(g, weight)
     if grad_w is not None:
-        grad_w += _mm(g.t(), hc)
+        _add_mm(grad_w, g.t(), hc)
+
+
+def _add_mm(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """out += a @ b, in place when the operands are out's dtype: no (V, E) temporary per chunk."""
+    if a.dtype == out.dtype:
+        out.addmm_(a, b)
+    else:
+        out += _mm(a, b)
 
 
 def output_loss(features: torch.Tensor, targets: torch.Tensor, out: nn.Linear,

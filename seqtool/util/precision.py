@@ -25,6 +25,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def compute_dtype_name(precision: str, device: torch.device) -> str:
+    """The dtype matmuls run in under `precision` here, e.g. "bfloat16" or "float32" (for reports)."""
+    return str(autocast_dtype(precision, device) or torch.float32).removeprefix("torch.")
+
+
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     dtype = autocast_dtype(precision, device)
     if dtype is None:
