@@ -24,7 +24,9 @@ which is what makes GNMT fast to train. Decoding (`step`) runs one position thro
 with an explicit, reorderable per-layer state.
 
 Paper tricks implemented: the bidirectional bottom encoder layer only (deep stacks stay
-unidirectional so they could be pipelined), residual connections from the third layer, attention
+unidirectional so they could be pipelined), residual connections from the third layer (the paper's
+8-layer choice; in 2- and 3-layer stacks `residual_from: 2` learns far faster per step on Multi30k, as
+the output then sums the bottom layer, whose output is the attention query), attention
 from the bottom decoder layer fed to all upper layers, uniform init U(-0.04, 0.04), dropout,
 gradient clipping (train.clip_norm), shared wordpieces (`data.tokenizer.kind: wordpiece`, joint)
 with shared embeddings, and the paper's beam search (length/coverage penalties and the two
