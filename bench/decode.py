@@ -31,7 +31,7 @@ from seqtool.decoding.search import Hypothesis, SearchSettings, output_limits  #
 from seqtool.decoding.translate import translate_ids  # noqa: E402
 from seqtool.evaluation.metrics import corpus_metrics  # noqa: E402
 from seqtool.runs import load_run  # noqa: E402
-from seqtool.util.precision import autocast, compute_dtype_name  # noqa: E402
+from seqtool.util.precision import autocast, compute_dtype  # noqa: E402
 
 
 def reference_search(model, source: np.ndarray, settings: SearchSettings) -> Hypothesis:
@@ -87,7 +87,7 @@ def measure(model, sources, vocabs, refs, settings, batch: int, device) -> dict:
     texts = [vocabs.tgt.decode(h[0].tokens) for h in hyps]
     tokens = sum(len(h[0].tokens) + 1 for h in hyps)
     return {"beam": settings.beam, "batch": batch, "precision": settings.precision,
-            "dtype": compute_dtype_name(settings.precision, torch.device(device)),
+            "dtype": str(compute_dtype(settings.precision, torch.device(device))).removeprefix("torch."),
             "sentences_per_s": len(sources) / seconds, "tokens_per_s": tokens / seconds, "seconds": seconds,
             "bleu": corpus_metrics(texts, refs, ["bleu"])["bleu"].score, "_tokens": [h[0].tokens for h in hyps]}
 

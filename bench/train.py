@@ -32,7 +32,7 @@ from seqtool.tasks import TASKS  # noqa: E402
 from seqtool.training.checkpoint import CheckpointDir  # noqa: E402
 from seqtool.training.run import seed_everything  # noqa: E402
 from seqtool.training.trainer import Trainer  # noqa: E402
-from seqtool.util.precision import autocast_dtype, compute_dtype_name  # noqa: E402
+from seqtool.util.precision import compute_dtype  # noqa: E402
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
@@ -119,10 +119,10 @@ def run(recipe, steps: int, warmup: int) -> dict:
         tokens += trainer.step()[0]
     _sync(device)
     seconds = time.perf_counter() - start
-    dtype = autocast_dtype(recipe.train.precision, device) or torch.float32
+    dtype = compute_dtype(recipe.train.precision, device)
     peak = matmul_peak(device, dtype)
     result = {"recipe": recipe.name, "device": str(device), "threads": torch.get_num_threads(),
-              "precision": compute_dtype_name(recipe.train.precision, device),
+              "precision": str(dtype).removeprefix("torch."),
               "parameters": count_parameters(model), "steps": steps, "tokens_per_s": tokens / seconds,
               "step_ms": 1000 * seconds / steps, "tokens_per_step": tokens / steps,
               "step_gflop": flops / 1e9, "achieved_gflops": flops * steps / seconds / 1e9,

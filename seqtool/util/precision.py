@@ -25,9 +25,9 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def compute_dtype_name(precision: str, device: torch.device) -> str:
-    """The dtype matmuls run in under `precision` here, e.g. "bfloat16" or "float32" (for reports)."""
-    return str(autocast_dtype(precision, device) or torch.float32).removeprefix("torch.")
+def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype matmuls run in under `precision` here: the autocast dtype, else fp32 (for reports)."""
+    return autocast_dtype(precision, device) or torch.float32
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
