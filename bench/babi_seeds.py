@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seqtool.recipe import load_recipe  # noqa: E402
+from seqtool.commands.recipes import load_recipe  # noqa: E402
 from seqtool.tasks.qa import QATask  # noqa: E402
 
 

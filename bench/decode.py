@@ -23,14 +23,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from seqtool.commands.runs import load_run  # noqa: E402
 from seqtool.data.batching import pad_rows  # noqa: E402
 from seqtool.data.prepare import prepared_dir  # noqa: E402
-from seqtool.data.tokenizer import BOS, EOS, PAD  # noqa: E402
 from seqtool.decoding.penalties import gnmt_score, length_penalty  # noqa: E402
 from seqtool.decoding.search import Hypothesis, SearchSettings, output_limits  # noqa: E402
 from seqtool.decoding.translate import translate_ids  # noqa: E402
 from seqtool.evaluation.metrics import corpus_metrics  # noqa: E402
-from seqtool.runs import load_run  # noqa: E402
+from seqtool.specials import BOS, EOS, PAD  # noqa: E402
 from seqtool.util.precision import autocast, compute_dtype  # noqa: E402
 
 

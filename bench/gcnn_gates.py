@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seqtool.recipe import load_recipe  # noqa: E402
-from seqtool.runs import count_parameters, load_run  # noqa: E402
-from seqtool.training.run import train_recipe  # noqa: E402
+from seqtool.commands.recipes import load_recipe  # noqa: E402
+from seqtool.commands.runs import count_parameters, load_run  # noqa: E402
+from seqtool.commands.train import train_recipe  # noqa: E402
 
 GATES = ("glu", "gtu", "relu", "tanh")
 

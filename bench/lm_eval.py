@@ -20,14 +20,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seqtool.data.prepare import prepared_dir  # noqa: E402
-from seqtool.runs import count_parameters, load_run  # noqa: E402
-from seqtool.tasks import TASKS  # noqa: E402
+from seqtool.commands.runs import count_parameters, load_run  # noqa: E402
+from seqtool.commands.tasks import open_task  # noqa: E402
 
 
 def measure(target: str, split: str, repeats: int) -> dict:
     run = load_run(target)
-    task = TASKS.get(run.recipe.task).builder(run.recipe, prepared_dir(run.recipe), torch.device("cpu"))
+    task = open_task(run.recipe, torch.device("cpu"), prepare=False)
     metrics = task.evaluate(run.model, split)
     times = []
     for _ in range(repeats):

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from decode import measure  # noqa: E402
 
+from seqtool.commands.runs import load_run  # noqa: E402
 from seqtool.data.prepare import prepared_dir  # noqa: E402
 from seqtool.decoding.search import SearchSettings  # noqa: E402
-from seqtool.runs import load_run  # noqa: E402
 
 ALPHAS = (0.0, 0.2, 0.6, 1.0)
 BETAS = (0.0, 0.2)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from seqtool.commands.recipes import load_recipe  # noqa: E402
 from seqtool.data import prepare as prep  # noqa: E402
-from seqtool.recipe import load_recipe  # noqa: E402
 
 
 def measure(recipe) -> dict:

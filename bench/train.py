@@ -24,13 +24,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from seqtool.commands.recipes import load_recipe  # noqa: E402
+from seqtool.commands.runs import build_model, count_parameters, pick_device  # noqa: E402
+from seqtool.commands.tasks import open_task  # noqa: E402
+from seqtool.commands.train import seed_everything  # noqa: E402
 from seqtool.data.batching import padding_fraction  # noqa: E402
 from seqtool.observe import Observer  # noqa: E402
-from seqtool.recipe import load_recipe  # noqa: E402
-from seqtool.runs import build_model, count_parameters, pick_device  # noqa: E402
-from seqtool.tasks import TASKS  # noqa: E402
 from seqtool.training.checkpoint import CheckpointDir  # noqa: E402
-from seqtool.training.run import seed_everything  # noqa: E402
 from seqtool.training.trainer import Trainer  # noqa: E402
 from seqtool.util.precision import compute_dtype  # noqa: E402
 
@@ -103,9 +103,7 @@ def run(recipe, steps: int, warmup: int) -> dict:
     device = pick_device(recipe.train.device)
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
-    task_cls = TASKS.get(recipe.task).builder
-    directory = task_cls.prepare(recipe, log=lambda m: print(m, file=sys.stderr))
-    task = task_cls(recipe, directory, device)
+    task = open_task(recipe, device, log=lambda m: print(m, file=sys.stderr))
     seed_everything(recipe.seed)
     model = build_model(recipe, task.sizes()).to(device)
     trainer = Trainer(recipe, model, task, Observer(None, recipe.log, enabled=False),

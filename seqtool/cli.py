@@ -30,7 +30,7 @@ def _err(message: str) -> None:
 
 
 def _load(recipe: Path, overrides: list[str], device: str | None):
-    from seqtool.recipe import load_recipe
+    from seqtool.commands.recipes import load_recipe
 
     return load_recipe(recipe, [*overrides, *([f"train.device={device}"] if device else [])])
 
@@ -38,10 +38,9 @@ def _load(recipe: Path, overrides: list[str], device: str | None):
 @app.command()
 def prepare(recipe: Path, set_: SetOpt = []) -> None:
     """Train the tokenizer and binarize every split of a recipe's data (a no-op when up to date)."""
-    from seqtool.tasks import TASKS
+    from seqtool.commands.tasks import prepare_task
 
-    loaded = _load(recipe, set_, None)
-    TASKS.get(loaded.task).builder.prepare(loaded, log=_err)
+    prepare_task(_load(recipe, set_, None), log=_err)
 
 
 @app.command()
@@ -55,7 +54,7 @@ def check(recipe: Path, set_: SetOpt = []) -> None:
 @app.command()
 def keys() -> None:
     """Print every recipe key with its type, default and meaning (Markdown)."""
-    from seqtool.recipe.reference import markdown_reference
+    from seqtool.commands.keys import markdown_reference
 
     print(markdown_reference(), end="")
 
@@ -65,7 +64,7 @@ def train(recipe: Path, set_: SetOpt = [],
           resume: Annotated[bool, typer.Option(help="continue from the last checkpoint")] = False,
           device: DeviceOpt = None) -> None:
     """Train a recipe (preparing its data first when needed), then report on its test split."""
-    from seqtool.training.run import train_recipe
+    from seqtool.commands.train import train_recipe
 
     result = train_recipe(_load(recipe, set_, device), resume=resume)
     if result:
@@ -82,7 +81,7 @@ def evaluate(checkpoint: CheckpointOpt, split: Annotated[str, typer.Option(help=
              beam: BeamOpt = None, alpha: AlphaOpt = None, beta: BetaOpt = None, prune_margin: PruneOpt = None,
              device: DeviceOpt = None) -> None:
     """Perplexity (language models) or BLEU/chrF (translation) of a trained run on a split."""
-    from seqtool.evaluation.evaluate import evaluate_run, format_result
+    from seqtool.commands.evaluate import evaluate_run, format_result
 
     overrides = _decode_overrides(beam=beam, alpha=alpha, beta=beta, prune_margin=prune_margin)
     result = evaluate_run(checkpoint, split, overrides, device or "auto")
@@ -107,7 +106,7 @@ def translate(
     device: DeviceOpt = None,
 ) -> None:
     """Translate raw text line by line: one output line per input line (n-best: n lines each)."""
-    from seqtool.decoding.cli_io import run_translate
+    from seqtool.commands.translate import run_translate
 
     overrides = _decode_overrides(beam=beam, alpha=alpha, beta=beta, prune_margin=prune_margin, n_best=n_best,
                                   max_len_a=max_len_a, max_len_b=max_len_b, batch_tokens=batch_tokens,
@@ -123,7 +122,7 @@ def average(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="default RUN/checkpoints/avg_lastN.pt")] = None,
 ) -> None:
     """Average the weights of checkpoints into a new one (evaluate it with `seqtool eval -c FILE`)."""
-    from seqtool.training.averaging import average_run
+    from seqtool.commands.average import average_run
 
     print(json.dumps(average_run(files or [], run, last, output)))
 
@@ -134,7 +133,7 @@ def score(hypothesis: Path, ref: Annotated[Path, typer.Option("--ref", "-r", hel
           tokenize: Annotated[str, typer.Option(help="BLEU tokenizer (sacrebleu)")] = "13a",
           as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False) -> None:
     """Score a detokenized hypothesis file against a reference with sacrebleu."""
-    from seqtool.evaluation.score import score_files
+    from seqtool.commands.score import score_files
 
     names = [m.strip().lower() for m in metrics.split(",") if m.strip()]
     results = score_files(hypothesis, ref, names, tokenize)
@@ -150,7 +149,7 @@ def automaton(checkpoint: CheckpointOpt, split: Annotated[str, typer.Option(help
               device: DeviceOpt = None) -> None:
     """Print the finite automaton inside a trained state-regularized GRU (cell sr_gru) and, for a Tomita
     task, whether it is the grammar's."""
-    from seqtool.evaluation.automaton import automaton_report
+    from seqtool.commands.automaton import automaton_report
 
     print(automaton_report(checkpoint, split, device or "auto"), end="")
 
@@ -165,7 +164,7 @@ def main() -> None:
         sys.stderr.close()
         sys.exit(0)
     except Exception as err:
-        from seqtool.training.trainer import Stopped
+        from seqtool.commands.train import Stopped
 
         if isinstance(err, Stopped):
             _err(f"seqtool: {err}")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from seqtool.commands.recipes import load_recipe
+from seqtool.commands.runs import build_model
+from seqtool.commands.tasks import task_class
 from seqtool.models.base import VocabSizes
-from seqtool.recipe import load_recipe
-from seqtool.runs import build_model
-from seqtool.tasks import TASKS
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml"))
 
@@ -25,14 +25,14 @@ def test_recipe_validates_and_builds(path):
     assert text.startswith("#"), "a recipe starts with a comment: what it is, the command, an override"
     recipe = load_recipe(path)
     size = recipe.data.tokenizer.vocab_size or 40000  # a word vocabulary's size is known after prepare only
-    task = TASKS.get(recipe.task).builder
+    task = task_class(recipe.task)
     sizes = task.expected_sizes(recipe) if hasattr(task, "expected_sizes") else VocabSizes(size, size)
     model = build_model(recipe, sizes)
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
 def test_readme_key_reference_is_current():
-    from seqtool.recipe.reference import markdown_reference
+    from seqtool.commands.keys import markdown_reference
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     copy = readme.split("<!-- seqtool keys: start -->\n", 1)[1].split("<!-- seqtool keys: end -->", 1)[0]

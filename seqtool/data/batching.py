@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from seqtool.data.datasets import ParallelSplit
-from seqtool.data.tokenizer import BOS, EOS, PAD
+from seqtool.specials import BOS, EOS, PAD
 
 
 @dataclass

@@ -14,9 +14,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from seqtool.errors import SeqtoolError
+from seqtool.specials import BOS, EOS, PAD, SPECIALS, UNK
 
-SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
-PAD, BOS, EOS, UNK = range(4)
 _SPACES = re.compile(r"\s+")
 
 

@@ -30,12 +30,10 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from seqtool.data.tokenizer import BOS, EOS, PAD
 from seqtool.decoding.penalties import gnmt_score, length_penalty
 from seqtool.models.base import Rows, Seq2SeqModel
+from seqtool.specials import BOS, EOS, PAD
 from seqtool.util.precision import autocast
-
-MAX_OUTPUT = 1024
 
 
 @dataclass(frozen=True)
@@ -46,6 +44,7 @@ class SearchSettings:
     n_best: int = 1
     max_len_a: float = 1.5
     max_len_b: int = 10
+    max_output: int = 1024
     prune_margin: float | None = None
     min_len: int = 0
     sample: bool = False
@@ -91,7 +90,7 @@ def output_limits(src_mask: torch.Tensor, settings: SearchSettings) -> torch.Ten
     """max output length a * |x| + b per sentence, |x| without the source EOS."""
     src_len = src_mask.sum(1) - 1
     limit = (settings.max_len_a * src_len.float()).floor().long() + settings.max_len_b
-    return limit.clamp(1, MAX_OUTPUT)
+    return limit.clamp(1, settings.max_output)
 
 
 def _start(model, src, src_mask, settings, rows_per_sentence: int):

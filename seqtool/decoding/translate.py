@@ -14,9 +14,9 @@ import torch
 
 from seqtool.data.batching import pad_rows
 from seqtool.data.textio import chunked
-from seqtool.data.tokenizer import EOS
 from seqtool.data.vocab import Vocabs
 from seqtool.decoding.search import Hypothesis, SearchSettings, search
+from seqtool.specials import EOS
 from seqtool.util.memory import release_freed_memory
 
 CHUNK = 4096

@@ -14,16 +14,12 @@ the automaton's answer on ε alone.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from seqtool.data.formal import DFA, TOMITA, counterexample, minimize
+from seqtool.data.formal import DFA
 from seqtool.errors import SeqtoolError
 from seqtool.models.state_reg import StateRegularizedCell
-from seqtool.runs import load_run, pick_device
-from seqtool.tasks import TASKS
 
 
 def _checked_layer(model) -> StateRegularizedCell:
@@ -76,24 +72,3 @@ def format_dfa(dfa: DFA, title: str) -> str:
     for s, row in enumerate(dfa.delta):
         lines.append(f"  {s:>3}{'*' if dfa.accept[s] else ' '}  " + "  ".join(f"-> {n:<3}" for n in row))
     return "\n".join(lines) + "\n  (* accepting)\n"
-
-
-def automaton_report(target: Path, split: str, device: str = "auto") -> str:
-    run = load_run(target, {}, pick_device(device))
-    extracted = extract(run.model)
-    spec = run.recipe.data.synthetic
-    tomita = spec is not None and spec.kind == "tomita"
-    if tomita:
-        truth = TOMITA[spec.grammar]
-        extracted = DFA(extracted.delta, (truth.accept[0], *extracted.accept[1:]))
-    minimal = minimize(extracted)
-    text = format_dfa(extracted, "extracted") + format_dfa(minimal, "minimized")
-    if tomita:
-        word = counterexample(minimal, truth)
-        verdict = "exact (same language)" if word is None else f"differs, e.g. on {''.join(map(str, word)) or 'ε'}"
-        text += f"Tomita {spec.grammar}: minimal DFA {len(minimize(truth).accept)} states; extracted: {verdict}\n"
-        task_cls = TASKS.get(run.recipe.task).builder
-        task = task_cls(run.recipe, task_cls.prepare(run.recipe, log=lambda _: None), pick_device(device))
-        for key, value in split_agreement(task, run.model, extracted, split).items():
-            text += f"{split} {key}\t{value:.4f}\n"
-    return text

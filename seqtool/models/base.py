@@ -9,7 +9,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from seqtool.training.losses import output_loss
+from seqtool.models.losses import output_loss
 
 
 @dataclass

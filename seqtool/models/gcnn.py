@@ -28,7 +28,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from seqtool.data.tokenizer import PAD
 from seqtool.errors import SeqtoolError
 from seqtool.models.base import LanguageModel, LossOut, VocabSizes, detach
 from seqtool.models.config import ModelConfig
@@ -43,8 +42,9 @@ from seqtool.models.conv import (
     normed_linear,
 )
 from seqtool.models.layers import Dropout
+from seqtool.models.losses import output_loss
 from seqtool.registry import MODELS
-from seqtool.training.losses import output_loss
+from seqtool.specials import PAD
 
 
 class GCNNBlockSpec(ConvBlockSpec):

@@ -46,12 +46,12 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from seqtool.data.tokenizer import PAD
 from seqtool.models.base import Rows, Seq2SeqModel, StepOut, VocabSizes
 from seqtool.models.config import ModelConfig
 from seqtool.models.layers import Attention, Dropout, Recurrent, RecurrentEncoder
 from seqtool.models.rnn import init_uniform
 from seqtool.registry import MODELS
+from seqtool.specials import PAD
 
 
 class GNMTConfig(ModelConfig):

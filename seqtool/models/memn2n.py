@@ -58,10 +58,10 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from seqtool.data.tokenizer import PAD
 from seqtool.models.base import LanguageModel, LossOut, VocabSizes
 from seqtool.models.config import ModelConfig
 from seqtool.registry import MODELS
+from seqtool.specials import PAD
 
 NEG = -1e30  # softmax fill for empty slots: exp gives 0, and a row of them stays finite
 POSITION_SPAN = 12  # the authors' code's J for bAbI: the longest sentence (11 words) plus its time word

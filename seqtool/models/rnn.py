@@ -26,7 +26,6 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from seqtool.data.tokenizer import PAD
 from seqtool.models.base import LanguageModel, Rows, Seq2SeqModel, StepOut, VocabSizes
 from seqtool.models.cells import CELLS, compatibility_problem
 from seqtool.models.components import component_field
@@ -34,6 +33,7 @@ from seqtool.models.config import ModelConfig
 from seqtool.models.layers import Attention, Dropout, Recurrent, RecurrentEncoder
 from seqtool.models.norms import NORMS, SiteNorm
 from seqtool.registry import MODELS
+from seqtool.specials import PAD
 
 Cell = component_field(CELLS)
 Norm = component_field(NORMS)

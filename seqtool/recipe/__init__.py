@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from seqtool.errors import SeqtoolError
 from seqtool.recipe.overrides import apply_overrides
 from seqtool.recipe.schema import Recipe
+from seqtool.registry import MODELS
 from seqtool.util.files import atomic_write_text
 
 __all__ = ["Recipe", "load_recipe", "recipe_from_dict", "dump_recipe", "read_yaml"]
@@ -46,10 +47,9 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
 
 
 def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
-    """Validate a plain mapping in two steps: the model section by its registered config, then the rest."""
-    import seqtool.tasks  # noqa: F401  (registers the tasks the schema checks against)
-    from seqtool.models import MODELS
+    """Validate a plain mapping in two steps: the model section by its registered config, then the rest.
 
+    The MODELS and TASKS registries must be filled first (seqtool.commands.recipes does it)."""
     model = raw.get("model")
     if not isinstance(model, dict) or "arch" not in model:
         raise SeqtoolError(f"{source}: model: a mapping with an 'arch' key is required")

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
 
+from seqtool.metric_table import SelectMetric, TextMetric
 from seqtool.models.config import ModelConfig
 
 RECIPE_VERSION = 1
@@ -222,7 +223,7 @@ class CheckpointSpec(Spec):
 
 
 class EarlyStopSpec(Spec):
-    metric: Literal["loss", "ppl", "bleu", "chrf", "accuracy"] = Field(
+    metric: SelectMetric = Field(
         "loss", description="validation metric that picks the best checkpoint"
     )
     patience: int | None = Field(None, ge=1, description="stop after this many validations without improvement")
@@ -269,6 +270,7 @@ class DecodeSpec(Spec):
     n_best: int = Field(1, ge=1, description="hypotheses kept per input (<= beam)")
     max_len_a: float = Field(1.5, ge=0, description="output length limit a*|src| + b")
     max_len_b: int = Field(10, ge=1)
+    max_output: int = Field(1024, gt=0, description="output length limit whatever a and b say (tokens, EOS included)")
     max_src_len: int = Field(256, gt=0, description="translate: longer inputs are truncated (with a warning)")
     precision: Precision = Field(
         "auto", description="autocast dtype while decoding (validation, eval, translate); as train.precision")
@@ -287,7 +289,7 @@ class DecodeSpec(Spec):
 
 
 class EvalSpec(Spec):
-    metrics: list[Literal["bleu", "chrf", "ter"]] = Field(
+    metrics: list[TextMetric] = Field(
         default_factory=lambda: ["bleu", "chrf"], description="translation metrics (sacrebleu)"
     )
     tokenize: str = Field("13a", description="sacrebleu BLEU tokenizer")

@@ -51,6 +51,10 @@ class Task:
     def evaluate(self, model, split: str, settings=None, limit: int | None = None) -> dict[str, float]:
         raise NotImplementedError
 
+    def samples(self, model, split: str, settings, count: int) -> list[str]:
+        """A few worked examples of a split for the log after training (none by default)."""
+        return []
+
     @classmethod
     def format_result(cls, result: dict) -> str:
         """`seqtool eval` without --json: one `key<TAB>value` line per result (tasks may add a table)."""

@@ -69,6 +69,11 @@ class TranslationTask(Task):
         results.update({key: m.score for key, m in metrics.items()})
         return results
 
+    def samples(self, model, name: str, settings: SearchSettings, count: int) -> list[str]:
+        hyps, refs = self.decode_split(model, name, settings, limit=count)
+        sources = self.data.raw_pairs(name)[0][:count]
+        return [f"  src: {src}\n  hyp: {hyp}\n  ref: {ref}" for src, hyp, ref in zip(sources, hyps, refs)]
+
     def validate(self, model) -> dict[str, float]:
         beam = self.recipe.eval.valid_beam or self.recipe.decode.beam
         settings = SearchSettings.from_spec(self.recipe.decode, beam=beam, n_best=1, sample=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from seqtool.errors import SeqtoolError
-from seqtool.training.checkpoint import load_checkpoint, save_checkpoint
+from seqtool.training.checkpoint import load_checkpoint
 
 _KEPT = ("recipe", "sizes", "tokenizer", "tokenizer_sha256")
 
@@ -59,17 +59,3 @@ def _check_same_model(first: tuple[Path, dict], path: Path, payload: dict) -> No
     shapes = {k: tuple(v.shape) for k, v in payload["model"].items()}
     if shapes != {k: tuple(v.shape) for k, v in reference["model"].items()}:
         raise SeqtoolError(f"{path}: its weights do not match {first_path}'s names and shapes")
-
-
-def average_run(files: list[Path], run_dir: Path | None, last: int, output: Path | None) -> dict:
-    """`seqtool average`: named files, or a run's last N step checkpoints; returns what was written."""
-    if bool(files) == (run_dir is not None):
-        raise SeqtoolError("average: give either checkpoint files or --checkpoint RUN_DIR (with --last N)")
-    paths = list(files) if files else last_checkpoints(run_dir, last)
-    if output is None:
-        if run_dir is None:
-            raise SeqtoolError("average: --output is needed when averaging named files")
-        output = Path(run_dir) / "checkpoints" / f"avg_last{last}.pt"
-    payload = average_checkpoints(paths)
-    save_checkpoint(output, payload)
-    return {"output": str(output), "averaged": payload["averaged"], "step": payload["trainer"]["step"]}

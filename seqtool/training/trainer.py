@@ -21,12 +21,11 @@ import torch
 from torch import nn
 
 from seqtool.errors import SeqtoolError
+from seqtool.metric_table import HIGHER_IS_BETTER, better
 from seqtool.training.checkpoint import CheckpointDir, rng_state, set_rng_state
 from seqtool.training.distributed import DistInfo, all_sum, broadcast_value
 from seqtool.training.optim import Schedule, build_optimizer, clip_gradients
 from seqtool.util.precision import autocast, autocast_dtype
-
-HIGHER_IS_BETTER = {"bleu", "chrf", "accuracy"}
 
 
 class Stopped(Exception):
@@ -233,7 +232,7 @@ class Trainer:
         return metrics
 
     def _better(self, a: float, b: float) -> bool:
-        return a > b if self.spec.early_stopping.metric in HIGHER_IS_BETTER else a < b
+        return better(self.spec.early_stopping.metric, a, b)
 
     def _track_best(self, value: float) -> None:
         s = self.state
@@ -241,7 +240,7 @@ class Trainer:
             s.best_value, s.best_step, s.bad_validations = value, s.step, 0
         else:
             s.bad_validations += 1
-        sign = -1 if self.spec.early_stopping.metric in HIGHER_IS_BETTER else 1
+        sign = -1 if HIGHER_IS_BETTER[self.spec.early_stopping.metric] else 1
         s.ranking = sorted([*s.ranking, (value, s.step)], key=lambda r: sign * r[0])
         self.schedule.observe(value, self._better)
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 import yaml
 
+from seqtool.commands.average import average_run
 from seqtool.errors import SeqtoolError
-from seqtool.training.averaging import average_run
 from seqtool.training.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import TINY_TRANSLATION, run_cli
 

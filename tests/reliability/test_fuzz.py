@@ -7,10 +7,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from seqtool.commands.recipes import recipe_from_dict
 from seqtool.data.datasets import Sequences
 from seqtool.data.prepare import SplitWriter
 from seqtool.errors import SeqtoolError
-from seqtool.recipe import recipe_from_dict
 from seqtool.recipe.overrides import apply_overrides, parse_override
 from tests.conftest import TINY_TRANSLATION
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from seqtool.commands.recipes import recipe_from_dict
 from seqtool.data.babi import BabiSplit, find_files, prepare_babi, task_file
 from seqtool.data.vocab import Vocabs
 from seqtool.errors import SeqtoolError
-from seqtool.recipe import recipe_from_dict
 from tests.conftest import head, shared
 
 RELEASE = "babi/tasks_1-20_v1-2"

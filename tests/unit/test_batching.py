@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqtool.data.batching import padding_fraction, shard, stream_blocks, token_batches
-from seqtool.data.tokenizer import PAD
+from seqtool.specials import PAD
 
 
 @settings(max_examples=60, deadline=None)

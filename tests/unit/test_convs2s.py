@@ -10,12 +10,12 @@ import math
 import pytest
 import torch
 
+from seqtool.commands.recipes import recipe_from_dict
 from seqtool.decoding.search import SearchSettings, search
 from seqtool.errors import SeqtoolError
 from seqtool.models.base import VocabSizes
 from seqtool.models.conv import scale_grad
 from seqtool.models.convs2s import ConvS2S, ConvS2SConfig
-from seqtool.recipe import recipe_from_dict
 from tests.conftest import assert_incremental_equals_forward, padded_batch
 
 TINY = dict(embed_dim=16, out_embed_dim=12, dropout=0.1,
@@ -124,7 +124,7 @@ def test_coverage_penalty_is_accepted_since_the_model_has_attention():
 
 
 def test_tiny_model_learns_on_multi30k(multi30k_slice, tmp_path, monkeypatch):
-    from seqtool.training.run import train_recipe
+    from seqtool.commands.train import train_recipe
 
     monkeypatch.setenv("SEQTOOL_DATA", str(multi30k_slice))
     recipe = recipe_from_dict({

@@ -62,7 +62,7 @@ def test_precision_takes_bf16_only_where_the_device_computes_it(monkeypatch, nat
 def test_fused_loss_under_bf16_autocast_stays_close_to_fp32():
     from torch import nn
 
-    from seqtool.training.losses import output_loss
+    from seqtool.models.losses import output_loss
 
     torch.manual_seed(0)
     out = nn.Linear(64, 500)

@@ -10,12 +10,12 @@ import math
 import pytest
 import torch
 
+from seqtool.commands.recipes import recipe_from_dict
 from seqtool.data.batching import stream_blocks
 from seqtool.errors import SeqtoolError
 from seqtool.models.base import VocabSizes
 from seqtool.models.conv import apply_gate
 from seqtool.models.gcnn import GCNN, GCNNConfig, build_gcnn
-from seqtool.recipe import recipe_from_dict
 
 BLOCKS = [{"channels": 16, "kernel": 3, "repeat": 2}, {"channels": 24, "kernel": 4, "bottleneck": 8},
           {"channels": 20, "kernel": 2}]
@@ -129,7 +129,7 @@ def test_cutoffs_beyond_the_vocabulary_fail_when_built():
 
 
 def test_tiny_model_learns_on_ptb(ptb_slice, tmp_path, monkeypatch):
-    from seqtool.training.run import train_recipe
+    from seqtool.commands.train import train_recipe
 
     monkeypatch.setenv("SEQTOOL_DATA", str(ptb_slice))
     recipe = recipe_from_dict({

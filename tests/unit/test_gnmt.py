@@ -134,7 +134,7 @@ def test_tied_embeddings_share_one_matrix_through_a_projection():
     ({"bridge": True, "decoder_layers": 3}, "bridge needs"),
 ])
 def test_bad_config_names_the_key(model, words):
-    from seqtool.recipe import recipe_from_dict
+    from seqtool.commands.recipes import recipe_from_dict
 
     raw = {"name": "x", "data": {"corpus": "multi30k"}, "model": {"arch": "gnmt", **model}}
     with pytest.raises(SeqtoolError, match=words):

@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from seqtool.commands.recipes import recipe_from_dict
 from seqtool.errors import SeqtoolError
 from seqtool.models.memn2n import (
     LinearStart,
@@ -20,7 +21,6 @@ from seqtool.models.memn2n import (
     position_coefficients,
     sentence_bags,
 )
-from seqtool.recipe import recipe_from_dict
 from tests.conftest import shared
 
 
@@ -214,8 +214,8 @@ def test_recipe_errors_name_the_key(tmp_path):
 
 
 def test_tiny_memory_network_learns_babi_task_1(tmp_path, monkeypatch):
-    from seqtool.evaluation.evaluate import evaluate_run, format_result
-    from seqtool.training.run import train_recipe
+    from seqtool.commands.evaluate import evaluate_run, format_result
+    from seqtool.commands.train import train_recipe
 
     monkeypatch.setenv("SEQTOOL_DATA", str(shared("babi").parent))
     recipe = recipe_from_dict(_qa_recipe(tmp_path))

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
+from seqtool.commands.score import score_files
 from seqtool.evaluation.metrics import corpus_metrics
-from seqtool.evaluation.score import score_files
 from tests.conftest import head, shared
 
 

@@ -56,7 +56,7 @@ def test_tied_lm_shares_one_matrix():
 def test_fused_loss_matches_cross_entropy_and_its_gradients():
     from torch import nn
 
-    from seqtool.training.losses import output_loss
+    from seqtool.models.losses import output_loss
 
     torch.manual_seed(0)
     out = nn.Linear(8, 50)

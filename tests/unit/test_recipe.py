@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from seqtool.commands.recipes import dump_recipe, load_recipe
 from seqtool.errors import SeqtoolError
-from seqtool.recipe import dump_recipe, load_recipe
 from seqtool.recipe.overrides import apply_overrides, parse_override
 from seqtool.registry import MODELS, Registry
 

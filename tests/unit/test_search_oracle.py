@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from seqtool.data.tokenizer import BOS, EOS
 from seqtool.decoding.penalties import gnmt_score
 from seqtool.decoding.search import SearchSettings, beam_search, search
 from seqtool.models.base import Rows, Seq2SeqModel, StepOut
+from seqtool.specials import BOS, EOS
 
 V = 7  # pad, bos, eos, unk, and the real tokens 4, 5, 6
 WORDS = (4, 5, 6)

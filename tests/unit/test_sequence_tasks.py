@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
+from seqtool.commands.recipes import recipe_from_dict
+from seqtool.commands.runs import build_model
 from seqtool.data.formal import DFA, TOMITA, counterexample, is_balanced, minimize
 from seqtool.data.music import load_music
 from seqtool.errors import SeqtoolError
 from seqtool.evaluation.automaton import extract
 from seqtool.models.base import VocabSizes
 from seqtool.models.sequence import objective_loss
-from seqtool.recipe import recipe_from_dict
 from seqtool.recipe.schema import SyntheticSpec
-from seqtool.runs import build_model
 from seqtool.tasks.sequence import collate, describe_io, generate
 from tests.conftest import run_cli, shared
 

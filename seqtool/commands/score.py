@@ -7,15 +7,15 @@ from pathlib import Path
 from seqtool.data.textio import iter_lines
 from seqtool.errors import SeqtoolError
 from seqtool.evaluation.metrics import MetricResult, corpus_metrics
-
-KNOWN = ("bleu", "chrf", "ter")
+from seqtool.metric_table import TEXT_METRICS
 
 
 def score_files(hypothesis: Path, reference: Path, metrics: list[str],
                 tokenize: str = "13a") -> dict[str, MetricResult]:
-    unknown = [m for m in metrics if m not in KNOWN]
+    unknown = [m for m in metrics if m not in TEXT_METRICS]
     if unknown or not metrics:
-        raise SeqtoolError(f"--metrics: unknown metric {', '.join(unknown) or '(none)'} (known: {', '.join(KNOWN)})")
+        raise SeqtoolError(f"--metrics: unknown metric {', '.join(unknown) or '(none)'} "
+                           f"(known: {', '.join(TEXT_METRICS)})")
     hyps, refs = list(iter_lines(hypothesis, hint="")), list(iter_lines(reference, hint=""))
     if len(hyps) != len(refs):
         raise SeqtoolError(f"{hypothesis} has {len(hyps)} lines but {reference} has {len(refs)}: "

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
+from seqtool.commands.recipes import Recipe, recipe_from_dict
 from seqtool.data.vocab import Vocabs
 from seqtool.errors import SeqtoolError
 from seqtool.models import MODELS
 from seqtool.models.base import VocabSizes
-from seqtool.recipe import Recipe, recipe_from_dict
 from seqtool.training.checkpoint import load_checkpoint
 
 
@@ -66,7 +66,6 @@ class LoadedRun:
     vocabs: Vocabs | None
     model: torch.nn.Module
     payload: dict
-    run_dir: Path
     path: Path
 
 
@@ -102,7 +101,7 @@ def load_run(target: str | Path, overrides: dict | None = None, device: torch.de
     except RuntimeError as err:
         raise SeqtoolError(f"{path}: weights do not fit model {recipe.model.arch!r} "
                            f"({str(err).splitlines()[0]})") from None
-    return LoadedRun(recipe, vocabs, model.to(device).eval(), payload, run_dir, path)
+    return LoadedRun(recipe, vocabs, model.to(device).eval(), payload, path)
 
 
 def _deep_update(base: dict, changes: dict) -> dict:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
+from seqtool.commands.runs import load_run, pick_device
 from seqtool.data.textio import decode_line
 from seqtool.decoding.search import SearchSettings
 from seqtool.decoding.translate import translate_lines
 from seqtool.errors import SeqtoolError, located
-from seqtool.runs import load_run, pick_device
 from seqtool.util.files import atomic_open
 
 

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from seqtool.commands.runs import load_run, pack_tokenizer, pick_device, tokenizer_sha256
+from seqtool.commands.tasks import open_task, prepare_task, task_class
 from seqtool.data.prepare import prepared_dir
 from seqtool.decoding.search import SearchSettings
 from seqtool.errors import SeqtoolError
-from seqtool.runs import load_run, pack_tokenizer, pick_device, tokenizer_sha256
-from seqtool.tasks import TASKS
 
 
 def evaluate_run(target: Path, split: str, overrides: dict, device: str = "auto") -> dict:
     run = load_run(target, overrides, pick_device(device))
-    task_cls = TASKS.get(run.recipe.task).builder
     directory = prepared_dir(run.recipe)
     if not (directory / "manifest.json").exists():
-        task_cls.prepare(run.recipe, log=lambda _: None)
+        prepare_task(run.recipe)
     if tokenizer_sha256(pack_tokenizer(directory / "tokenizer")) != run.payload.get("tokenizer_sha256"):
         raise SeqtoolError(f"{directory}: prepared with another tokenizer than {run.path}")
-    task = task_cls(run.recipe, directory, next(run.model.parameters()).device)
+    task = open_task(run.recipe, next(run.model.parameters()).device, prepare=False)
     if not task.data.has(split):
         raise SeqtoolError(f"--split {split}: the recipe has no such split "
                            f"(have: {', '.join(task.data.manifest['splits'])})")
@@ -30,4 +29,4 @@ def evaluate_run(target: Path, split: str, overrides: dict, device: str = "auto"
 
 def format_result(result: dict) -> str:
     """The text `seqtool eval` prints for a result of evaluate_run (its task decides the layout)."""
-    return TASKS.get(result["task"]).builder.format_result(result)
+    return task_class(result["task"]).format_result(result)

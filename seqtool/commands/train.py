@@ -8,16 +8,17 @@ from pathlib import Path
 
 import torch
 
-from seqtool.data.prepare import prepared_dir
+from seqtool.commands.recipes import Recipe, dump_recipe
+from seqtool.commands.runs import build_model, count_parameters, pack_tokenizer, pick_device, tokenizer_sha256
+from seqtool.commands.tasks import open_task, prepare_task
 from seqtool.decoding.search import SearchSettings
 from seqtool.errors import SeqtoolError
 from seqtool.observe import Observer
-from seqtool.recipe import Recipe, dump_recipe
-from seqtool.runs import build_model, count_parameters, pack_tokenizer, pick_device, tokenizer_sha256
-from seqtool.tasks import TASKS
 from seqtool.training.checkpoint import CheckpointDir, load_checkpoint
 from seqtool.training.distributed import DistInfo, barrier, init_distributed
-from seqtool.training.trainer import Trainer
+from seqtool.training.trainer import Stopped, Trainer
+
+__all__ = ["Stopped", "seed_everything", "train_recipe"]
 
 _MAY_CHANGE = ("train", "log", "eval", "decode", "output_dir")
 
@@ -84,13 +85,12 @@ def _checked_payload(recipe: Recipe, run_dir: Path, latest: Path, resume: bool) 
 
 def _prepare_task(recipe: Recipe, run_dir: Path, dist_info: DistInfo, device: torch.device):
     """Rank 0 prepares (a no-op when up to date) and writes the run's recipe; others wait for it."""
-    task_cls = TASKS.get(recipe.task).builder
     if dist_info.main:
-        task_cls.prepare(recipe, log=lambda m: print(m, file=sys.stderr))
+        prepare_task(recipe, log=lambda m: print(m, file=sys.stderr))
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_recipe(recipe, run_dir / "recipe.yaml")
     barrier(dist_info)
-    return task_cls(recipe, prepared_dir(recipe), device, rank=dist_info.rank, world=dist_info.world)
+    return open_task(recipe, device, prepare=False, rank=dist_info.rank, world=dist_info.world)
 
 
 def _resume(trainer: Trainer, payload: dict, latest: Path, extra: dict, observer: Observer) -> None:
@@ -118,9 +118,6 @@ def _final_report(recipe: Recipe, trainer: Trainer, task, observer: Observer, di
     metrics = task.evaluate(trainer.model, split, settings)
     observer.info(f"{split} ({'best' if best.exists() else 'final'} checkpoint): "
                   + " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-    if recipe.task == "translation":
-        hyps, refs = task.decode_split(trainer.model, split, settings, limit=3)
-        sources = task.data.raw_pairs(split)[0][:3]
-        for src, hyp, ref in zip(sources, hyps, refs):
-            observer.info(f"  src: {src}\n  hyp: {hyp}\n  ref: {ref}")
+    for sample in task.samples(trainer.model, split, settings, count=3):
+        observer.info(sample)
     return {"split": split, **metrics}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seqtool.data.tokenizer import PAD
+from seqtool.specials import PAD
 
 CHUNK = 128
 

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from seqtool.recipe.schema import Recipe
+from seqtool.commands.recipes import Recipe
 
 
 def _type_name(annotation: Any) -> str:
@@ -74,7 +74,7 @@ def _component_tables(header: str) -> list[str]:
 
 def markdown_reference(models: bool = True) -> str:
     """Markdown tables: the recipe's sections, then each registered model's keys."""
-    from seqtool.models import MODELS
+    from seqtool.registry import MODELS
 
     header = "| key | type | default | meaning |\n| --- | --- | --- | --- |"
     parts = [header, *_rows(Recipe, "")]
