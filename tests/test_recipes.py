@@ -24,9 +24,12 @@ def test_recipe_validates_and_builds(path):
     text = path.read_text(encoding="utf-8")
     assert text.startswith("#"), "a recipe starts with a comment: what it is, the command, an override"
     recipe = load_recipe(path)
-    size = recipe.data.tokenizer.vocab_size or 40000  # a word vocabulary's size is known after prepare only
     task = task_class(recipe.task)
-    sizes = task.expected_sizes(recipe) if hasattr(task, "expected_sizes") else VocabSizes(size, size)
+    if hasattr(task, "expected_sizes"):
+        sizes = task.expected_sizes(recipe)
+    else:
+        size = recipe.data.tokenizer.vocab_size or 40000  # a word vocabulary's size is known after prepare only
+        sizes = VocabSizes(size, size)
     model = build_model(recipe, sizes)
     assert sum(p.numel() for p in model.parameters()) > 0
 

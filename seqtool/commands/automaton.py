@@ -14,7 +14,7 @@ from seqtool.evaluation.automaton import extract, format_dfa, split_agreement
 def automaton_report(target: Path, split: str, device: str = "auto") -> str:
     run = load_run(target, {}, pick_device(device))
     extracted = extract(run.model)
-    spec = run.recipe.data.synthetic
+    spec = getattr(run.recipe.data, "synthetic", None)  # a Tomita grammar to compare with, if any
     tomita = spec is not None and spec.kind == "tomita"
     if tomita:
         truth = TOMITA[spec.grammar]

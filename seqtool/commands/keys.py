@@ -41,6 +41,8 @@ def _rows(cls: type[BaseModel], prefix: str) -> list[str]:
     for name, field in cls.model_fields.items():
         key = f"{prefix}{name}"
         inner = _nested(field.annotation)
+        if name == "data" and cls is Recipe:  # each task's own section, listed after this table
+            continue
         if inner is not None and name != "model" and not getattr(inner, "reference_type", None):
             rows.extend(_rows(inner, f"{key}."))
             continue
@@ -72,12 +74,26 @@ def _component_tables(header: str) -> list[str]:
     return parts
 
 
+def _data_tables(header: str) -> list[str]:
+    """The data section of each registered task (tasks that share a spec share a table)."""
+    from seqtool.registry import TASKS
+
+    owners: dict[type, list[str]] = {}
+    for name in TASKS.names():
+        owners.setdefault(TASKS.get(name).config, []).append(name)
+    parts = []
+    for spec, names in owners.items():
+        parts += ["", f"`data` with `task: {' or '.join(names)}`", "", header, *_rows(spec, "data.")]
+    return parts
+
+
 def markdown_reference(models: bool = True) -> str:
-    """Markdown tables: the recipe's sections, then each registered model's keys."""
+    """Markdown tables: the recipe's sections, each registered task's data section, then each registered
+    model's keys."""
     from seqtool.registry import MODELS
 
     header = "| key | type | default | meaning |\n| --- | --- | --- | --- |"
-    parts = [header, *_rows(Recipe, "")]
+    parts = [header, *_rows(Recipe, ""), *_data_tables(header)]
     if models:
         for name in MODELS.names():
             config = MODELS.get(name).config

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from seqtool.commands.recipes import Recipe, dump_recipe
+from seqtool.commands.recipes import Recipe, dump_recipe, stored_recipe
 from seqtool.commands.runs import build_model, count_parameters, pack_tokenizer, pick_device, tokenizer_sha256
 from seqtool.commands.tasks import open_task, prepare_task
 from seqtool.decoding.search import SearchSettings
@@ -94,7 +94,7 @@ def _prepare_task(recipe: Recipe, run_dir: Path, dist_info: DistInfo, device: to
 
 
 def _resume(trainer: Trainer, payload: dict, latest: Path, extra: dict, observer: Observer) -> None:
-    saved = payload["recipe"]
+    saved = stored_recipe(payload["recipe"], source=str(latest)).model_dump(mode="json")
     if payload.get("tokenizer_sha256") != extra["tokenizer_sha256"]:
         raise SeqtoolError(f"{latest}: the checkpoint was trained with another tokenizer; resume needs the same data")
     for key in sorted(set(saved) | set(extra["recipe"])):

@@ -29,7 +29,7 @@ from seqtool.data.textio import iter_chunks, iter_lines, iter_pair_chunks, sha25
 from seqtool.data.tokenizer import EOS, train_tokenizer
 from seqtool.data.vocab import Vocabs, directory_sha256
 from seqtool.errors import SeqtoolError
-from seqtool.recipe.schema import DataSpec, Recipe, SplitSpec
+from seqtool.recipe.schema import Recipe, SplitSpec, TextDataSpec
 from seqtool.util.files import atomic_write_text
 
 FORMAT = 1
@@ -93,7 +93,7 @@ def build_prepared(out: Path, fingerprint: dict, build, log) -> dict | None:
     return manifest
 
 
-def _resolve_splits(spec: DataSpec, out: Path) -> dict[str, SplitSpec]:
+def _resolve_splits(spec: TextDataSpec, out: Path) -> dict[str, SplitSpec]:
     """Split name to absolute file paths; generated corpora live in <prepared>/raw."""
     if spec.generate is not None:
         raw = out / "raw"
@@ -133,7 +133,7 @@ def _is_current(out: Path, fingerprint: dict) -> bool:
     return manifest.get("fingerprint") == fingerprint
 
 
-def _generate(spec: DataSpec, raw: Path) -> None:
+def _generate(spec: TextDataSpec, raw: Path) -> None:
     raw.mkdir(parents=True)
     for split in SPLITS:
         pairs = list(generate_pairs(spec.generate, split))

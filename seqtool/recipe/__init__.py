@@ -14,10 +14,10 @@ from pydantic import BaseModel, ValidationError
 from seqtool.errors import SeqtoolError
 from seqtool.recipe.overrides import apply_overrides
 from seqtool.recipe.schema import Recipe
-from seqtool.registry import MODELS
+from seqtool.registry import MODELS, TASKS, Registry
 from seqtool.util.files import atomic_write_text
 
-__all__ = ["Recipe", "load_recipe", "recipe_from_dict", "dump_recipe", "read_yaml"]
+__all__ = ["Recipe", "load_recipe", "recipe_from_dict", "stored_recipe", "dump_recipe", "read_yaml"]
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -47,38 +47,67 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
 
 
 def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
-    """Validate a plain mapping in two steps: the model section by its registered config, then the rest.
+    """Validate a plain mapping in two steps: the model section by its arch's registered config and the
+    data section by its task's registered data spec, then the rest.
 
     The MODELS and TASKS registries must be filled first (seqtool.commands.recipes does it)."""
     model = raw.get("model")
     if not isinstance(model, dict) or "arch" not in model:
         raise SeqtoolError(f"{source}: model: a mapping with an 'arch' key is required")
+    task = raw.get("task", Recipe.model_fields["task"].default)
+    sections = {"model": _registered(MODELS, model["arch"], f"{source}: model.arch"),
+                "data": _registered(TASKS, task, f"{source}: task")}
     try:
-        config_cls = MODELS.get(model["arch"]).config
-    except SeqtoolError as err:
-        raise SeqtoolError(f"{source}: model.arch: {err}") from None
-    try:
-        config = config_cls.model_validate(model)
-        return Recipe.model_validate({**raw, "model": config})
+        valid = {key: cls.model_validate(raw[key]) for key, cls in sections.items() if isinstance(raw.get(key), dict)}
+        return Recipe.model_validate({**raw, **valid})
     except ValidationError as err:
-        prefix = ("model",) if err.title == config_cls.__name__ else ()
-        raise SeqtoolError(f"{source}: {describe_error(err, prefix, config_cls)}") from None
-    except SeqtoolError as err:  # an unknown task
-        raise SeqtoolError(f"{source}: task: {err}") from None
+        prefix = next(((key,) for key, cls in sections.items() if err.title == cls.__name__), ())
+        message = _other_task_key(err, prefix, task) or describe_error(err, prefix, sections)
+        raise SeqtoolError(f"{source}: {message}") from None
+
+
+def stored_recipe(raw: dict[str, Any], source: str) -> Recipe:
+    """A recipe stored in a checkpoint. Those written before each task owned its data section hold every
+    task's data keys (the other tasks' unset); the keys the task's data spec lacks are dropped."""
+    data, task = raw.get("data"), raw.get("task", Recipe.model_fields["task"].default)
+    if isinstance(data, dict) and task in TASKS.names():
+        known = TASKS.get(task).config.model_fields
+        raw = {**raw, "data": {k: v for k, v in data.items() if k in known}}
+    return recipe_from_dict(raw, source)
+
+
+def _registered(registry: Registry, name: Any, where: str) -> type[BaseModel]:
+    try:
+        return registry.get(name).config
+    except SeqtoolError as err:
+        raise SeqtoolError(f"{where}: {err}") from None
+
+
+def _other_task_key(err: ValidationError, prefix: tuple, task: str) -> str | None:
+    """A data key of another task (the likelier slip than the keys it leaves missing): name that task."""
+    if prefix != ("data",):
+        return None
+    for problem in err.errors():
+        if problem["type"] == "extra_forbidden" and len(problem["loc"]) == 1:
+            key = problem["loc"][0]
+            owners = [name for name in TASKS.names() if key in TASKS.get(name).config.model_fields]
+            if owners:
+                return f"data.{key} is read by task {owners[0]!r} (not {task!r})"
+    return None
 
 
 def dump_recipe(recipe: Recipe, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
 
 
-def describe_error(err: ValidationError, prefix: tuple, model_cls: type[BaseModel]) -> str:
+def describe_error(err: ValidationError, prefix: tuple, sections: dict[str, type[BaseModel]]) -> str:
     """One line for the first problem: the dotted key path, the problem and a 'did you mean'."""
     first = err.errors()[0]
     loc = prefix + tuple(first["loc"])
     key = ".".join(str(part) for part in loc) or "recipe"
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        message = "unknown key" + _suggestion(loc, model_cls)
+        message = "unknown key" + _suggestion(loc, sections)
     elif first["type"] == "missing":
         message = "required key is missing"
     elif "input" in first and not isinstance(first["input"], (dict, list, BaseModel)):
@@ -87,20 +116,21 @@ def describe_error(err: ValidationError, prefix: tuple, model_cls: type[BaseMode
     return f"{key}: {message}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
 
 
-def _suggestion(loc: tuple, model_cls: type[BaseModel]) -> str:
-    parent = _section_class(loc[:-1], model_cls)
+def _suggestion(loc: tuple, sections: dict[str, type[BaseModel]]) -> str:
+    parent = _section_class(loc[:-1], sections)
     if parent is None:
         return ""
     close = difflib.get_close_matches(str(loc[-1]), list(parent.model_fields), n=1, cutoff=0.5)
     return f"; did you mean {'.'.join(map(str, (*loc[:-1], close[0])))!r}?" if close else ""
 
 
-def _section_class(loc: tuple, model_cls: type[BaseModel]) -> type[BaseModel] | None:
-    """The schema class that owns the keys at `loc` (a path of field names from the recipe root)."""
+def _section_class(loc: tuple, sections: dict[str, type[BaseModel]]) -> type[BaseModel] | None:
+    """The schema class that owns the keys at `loc` (a path of field names from the recipe root;
+    `sections`: the registered classes of the recipe's model and data)."""
     cls: Any = Recipe
     for part in loc:
-        if part == "model" and cls is Recipe:
-            cls = model_cls
+        if part in sections and cls is Recipe:
+            cls = sections[part]
             continue
         if isinstance(part, int) or not (isinstance(cls, type) and issubclass(cls, BaseModel)):
             continue

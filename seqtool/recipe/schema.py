@@ -67,120 +67,42 @@ class TokenizerSpec(Spec):
     )
 
 
-class BabiSpec(Spec):
-    """The bAbI question-answering tasks v1.2 (Weston et al. 2015), read by task qa (seqtool/data/babi.py)."""
-
-    root: str = Field("babi/tasks_1-20_v1-2", description="the release's folder under the data root")
-    set: Literal["en", "en-10k"] = Field("en", description="en: 1,000 training questions per task; en-10k: 10,000")
-    tasks: list[int] | Literal["all"] = Field(
-        "all", description="bAbI task numbers (1-20) trained and tested together, or all 20 (joint training)"
-    )
-    valid_fraction: float = Field(
-        0.1, gt=0, lt=1, description="share of each task's training questions held out for validation, as whole "
-        "stories from the end of the file (paper: 10%)"
-    )
-    memory_size: int = Field(
-        50, gt=0, description="a question sees the most recent N statements of its story (paper: 50)"
-    )
-    missing_ok: bool = Field(
-        False, description="a missing task file: false fails naming it; true skips that task and goes on with the rest"
-    )
-
-    @model_validator(mode="after")
-    def _known_tasks(self) -> BabiSpec:
-        if self.tasks != "all" and (not self.tasks or any(not 1 <= t <= 20 for t in self.tasks)
-                                    or len(set(self.tasks)) != len(self.tasks)):
-            raise ValueError(f"tasks: distinct numbers from 1 to 20, or all (got {self.tasks})")
-        return self
-
-
-class SyntheticSpec(Spec):
-    """Sequence tasks generated from a seed for recurrent cells and norms (seqtool/data/sequences.py,
-    formal.py), read by task synthetic."""
-
-    kind: Literal["copy", "denoise", "adding", "recall", "tomita", "dyck", "arma"] = Field(
-        description="copy/denoise: recall K symbols after a delay; adding: sum two marked values; recall: x_{t-k} "
-        "for each delay k; tomita/dyck: classify a string; arma: predict a simulated ARMA series"
-    )
-    train: int = Field(10000, gt=0, description="training sequences")
-    valid: int = Field(1000, gt=0, description="validation sequences")
-    test: int = Field(1000, gt=0, description="test sequences")
-    seed: int = Field(1, description="generator seed (independent of the training seed)")
-    length: int = Field(100, gt=0, description="copy/denoise: the delay T; adding/recall: sequence length; "
-                        "arma: window length")
-    count: int = Field(10, gt=0, description="copy/denoise: K, the symbols to recall")
-    symbols: int = Field(8, ge=2, description="copy/denoise/recall: alphabet size; dyck: bracket kinds")
-    delays: list[int] = Field([1, 2, 4, 8, 16, 32], min_length=1, description="recall: the delays asked for, "
-                              "one output head each")
-    grammar: int = Field(4, ge=1, le=7, description="tomita: grammar number (Tomita 1982)")
-    train_lengths: tuple[int, int] = Field((1, 20), description="tomita/dyck: train and valid string lengths [lo, hi]")
-    test_lengths: tuple[int, int] = Field((30, 60), description="tomita/dyck: test string lengths [lo, hi]")
-    ar: list[float] = Field([0.1, 0.3], description="arma: AR coefficients phi_1..phi_p")
-    ma: list[float] = Field([-0.4, -0.2], description="arma: MA coefficients theta_1..theta_q")
-    noise: float = Field(2.0, gt=0, description="arma: standard deviation of the innovations")
-
-    @model_validator(mode="after")
-    def _fits(self) -> SyntheticSpec:
-        if self.kind == "recall" and (min(self.delays) < 1 or max(self.delays) >= self.length):
-            raise ValueError(f"delays: each between 1 and length - 1 ({self.length - 1})")
-        for name in ("train_lengths", "test_lengths"):
-            lo, hi = getattr(self, name)
-            if not 1 <= lo <= hi or (self.kind == "dyck" and hi < 2):
-                raise ValueError(f"{name}: [lo, hi] with 1 <= lo <= hi (dyck: hi >= 2), got [{lo}, {hi}]")
-        return self
-
-
-class MusicSpec(Spec):
-    """Polyphonic music as piano rolls (seqtool/data/music.py), read by task music."""
-
-    file: str = Field("music/jsb-chorales/jsb-chorales-quarter.json", description="JSON {train, valid, test} of "
-                      "pieces, each a list of time steps, each a list of MIDI pitches (path under the data root)")
-    lowest: int = Field(21, ge=0, le=127, description="lowest MIDI pitch of the roll (21: the 88 piano keys)")
-    highest: int = Field(108, ge=0, le=127, description="highest MIDI pitch of the roll")
-
-    @model_validator(mode="after")
-    def _range(self) -> MusicSpec:
-        if self.lowest > self.highest:
-            raise ValueError(f"lowest ({self.lowest}) above highest ({self.highest})")
-        return self
-
-
 class DataSpec(Spec):
+    """The base of every task's data section: a task registers its subclass (TASKS.register(name,
+    config=...)) and a recipe's `data` is validated by the spec of its `task`, as `model` is by its arch."""
+
+    prepared_dir: str | None = Field(
+        None, description="where prepare writes binarized data; default <output_dir>/data"
+    )
+
+
+class TextDataSpec(DataSpec):
+    """Text corpora, read by tasks translation (src/tgt pairs) and lm (running text)."""
+
     corpus: Literal["multi30k", "ptb", "wikitext2"] | None = Field(
         None, description="a known corpus layout: fills train/valid/test paths (explicit ones win)"
     )
     pair: str = Field("de-en", pattern=r"^[a-z]{2}-[a-z]{2}$", description="multi30k: src-tgt languages")
     generate: GenerateSpec | None = Field(None, description="generate a synthetic corpus instead of files")
-    babi: BabiSpec | None = Field(None, description="bAbI question answering (task qa) instead of text files")
-    synthetic: SyntheticSpec | None = Field(None, description="a generated sequence task (task synthetic)")
-    music: MusicSpec | None = Field(None, description="polyphonic music piano rolls (task music)")
     train: SplitSpec | None = Field(None, description="training split (paths under the data root)")
     valid: SplitSpec | None = Field(None, description="validation split")
     test: SplitSpec | None = Field(None, description="test split")
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
     max_len: int = Field(256, gt=0, description="drop training pairs with a side longer than this (pieces)")
     block_len: int = Field(35, gt=0, description="language models: tokens per training block (BPTT length)")
-    prepared_dir: str | None = Field(
-        None, description="where prepare writes binarized data; default <output_dir>/data"
-    )
     encoding_errors: Literal["strict", "replace", "skip"] = Field(
         "strict", description="non-UTF-8 input: fail naming line and byte, replace bad bytes, or skip the line"
     )
     workers: int = Field(0, ge=0, description="encoding processes; 0 = one per CPU core")
 
     @model_validator(mode="after")
-    def _fill_corpus(self) -> DataSpec:
+    def _fill_corpus(self) -> TextDataSpec:
         if self.corpus is not None:
             for split, spec in corpus_splits(self.corpus, self.pair).items():
                 if getattr(self, split) is None:
                     setattr(self, split, spec)
-        own = [k for k in ("synthetic", "music") if getattr(self, k) is not None]
-        if self.generate is None and self.train is None and self.babi is None and not own:
-            raise ValueError("data needs train files, a known corpus, generate, babi, synthetic or music")
-        if own and (len(own) > 1 or self.generate or self.babi or self.train or self.valid or self.test):
-            raise ValueError(f"data.{own[0]} makes its own splits; drop the other data sources")
-        if self.babi is not None and (self.generate or self.train or self.valid or self.test):
-            raise ValueError("data.babi reads its own files; drop corpus, generate and train/valid/test")
+        if self.generate is None and self.train is None:
+            raise ValueError("data needs train files, a known corpus or generate")
         if self.generate is not None and (self.train or self.valid or self.test):
             raise ValueError("data.generate makes its own splits; drop train/valid/test")
         return self
@@ -309,10 +231,11 @@ class LogSpec(Spec):
 class Recipe(Spec):
     recipe_version: int = Field(RECIPE_VERSION, description="recipe format version")
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="run name; default run dir runs/<name>")
-    task: str = Field("translation", description="a registered task: translation, lm (see seqtool/tasks)")
+    task: str = Field("translation", description="a registered task: translation, lm, qa, synthetic, music "
+                      "(seqtool/tasks); it decides which keys `data` takes")
     seed: int = Field(1, description="seed for initialisation, batch order and dropout")
     output_dir: str | None = Field(None, description="run directory (default runs/<name>)")
-    data: DataSpec
+    data: SerializeAsAny[DataSpec]
     model: SerializeAsAny[ModelConfig]
     train: TrainSpec = Field(default_factory=TrainSpec)
     decode: DecodeSpec = Field(default_factory=DecodeSpec)
@@ -336,18 +259,11 @@ def _cross_field_problems(r: Recipe) -> list[str]:
     if r.recipe_version != RECIPE_VERSION:
         problems.append(f"recipe_version {r.recipe_version} is not supported (this seqtool reads {RECIPE_VERSION})")
     task = TASKS.get(r.task).builder
-    if r.task not in type(r.model).tasks:
-        problems.append(f"model {r.model.arch!r} cannot do task {r.task!r}")
+    if r.task not in type(r.model).tasks:  # the other checks assume the model fits the task
+        return [*problems, f"model {r.model.arch!r} cannot do task {r.task!r}"]
     if r.decode.beta > 0 and not type(r.model).has_attention:
         problems.append(f"decode.beta (coverage penalty) needs attention, and model {r.model.arch!r} has none")
     if r.train.early_stopping.metric not in task.metrics:
         problems.append(f"train.early_stopping.metric {r.train.early_stopping.metric!r} is not measured by task "
                         f"{r.task!r} (it measures {', '.join(task.metrics)})")
-    if getattr(r.model, "share_embeddings", False) and not r.data.tokenizer.joint:
-        problems.append("model.share_embeddings needs data.tokenizer.joint: true")
-    if r.data.babi is not None and r.task != "qa":
-        problems.append(f"data.babi is question answering data, read by task 'qa' (not {r.task!r})")
-    for key in ("synthetic", "music"):
-        if getattr(r.data, key) is not None and r.task != key:
-            problems.append(f"data.{key} is read by task {key!r} (not {r.task!r})")
     return problems + task.check(r) + r.model.recipe_problems(r)

@@ -7,13 +7,14 @@ import torch
 
 from seqtool.data.batching import LMBatch, stream_blocks
 from seqtool.evaluation.metrics import perplexity
+from seqtool.recipe.schema import TextDataSpec
 from seqtool.registry import TASKS
 from seqtool.tasks.base import Task
 
 DEFAULT_STREAMS = 20
 
 
-@TASKS.register("lm")
+@TASKS.register("lm", config=TextDataSpec)
 class LanguageModelTask(Task):
     metrics = ("loss", "ppl")
 

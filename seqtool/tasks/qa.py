@@ -8,12 +8,16 @@ validation loss decides when the memory softmaxes come back.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 
 from seqtool.data.babi import TASK_NAMES, BabiSplit, prepare_babi
 from seqtool.data.batching import shard
 from seqtool.errors import SeqtoolError
+from seqtool.recipe.schema import DataSpec, Spec, TokenizerSpec
 from seqtool.registry import TASKS
 from seqtool.tasks.base import Task
 
@@ -22,7 +26,41 @@ EVAL_BATCH = 250
 FAILED = 5.0  # a task fails when its error exceeds 5% (the paper's count)
 
 
-@TASKS.register("qa")
+class BabiSpec(Spec):
+    """The bAbI question-answering tasks v1.2 (Weston et al. 2015), read by task qa (seqtool/data/babi.py)."""
+
+    root: str = Field("babi/tasks_1-20_v1-2", description="the release's folder under the data root")
+    set: Literal["en", "en-10k"] = Field("en", description="en: 1,000 training questions per task; en-10k: 10,000")
+    tasks: list[int] | Literal["all"] = Field(
+        "all", description="bAbI task numbers (1-20) trained and tested together, or all 20 (joint training)"
+    )
+    valid_fraction: float = Field(
+        0.1, gt=0, lt=1, description="share of each task's training questions held out for validation, as whole "
+        "stories from the end of the file (paper: 10%)"
+    )
+    memory_size: int = Field(
+        50, gt=0, description="a question sees the most recent N statements of its story (paper: 50)"
+    )
+    missing_ok: bool = Field(
+        False, description="a missing task file: false fails naming it; true skips that task and goes on with the rest"
+    )
+
+    @model_validator(mode="after")
+    def _known_tasks(self) -> BabiSpec:
+        if self.tasks != "all" and (not self.tasks or any(not 1 <= t <= 20 for t in self.tasks)
+                                    or len(set(self.tasks)) != len(self.tasks)):
+            raise ValueError(f"tasks: distinct numbers from 1 to 20, or all (got {self.tasks})")
+        return self
+
+
+class QADataSpec(DataSpec):
+    """The data section of task qa."""
+
+    babi: BabiSpec = Field(description="the bAbI tasks to read (e.g. data.babi.set=en)")
+    tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
+
+
+@TASKS.register("qa", config=QADataSpec)
 class QATask(Task):
     metrics = ("loss", "accuracy")
 
@@ -37,8 +75,6 @@ class QATask(Task):
     @classmethod
     def check(cls, recipe) -> list[str]:
         problems = []
-        if recipe.data.babi is None:
-            problems.append("task 'qa' reads bAbI: set data.babi (e.g. data.babi.set=en)")
         if recipe.data.tokenizer.kind != "word":
             problems.append("task 'qa' needs data.tokenizer.kind: word (each answer is one word)")
         return problems

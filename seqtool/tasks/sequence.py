@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 
 from seqtool import __version__
 from seqtool.data import formal, sequences
@@ -28,6 +30,7 @@ from seqtool.data.prepare import FORMAT, build_prepared, data_root, prepared_dir
 from seqtool.data.sequences import Examples
 from seqtool.errors import SeqtoolError
 from seqtool.models.base import VocabSizes
+from seqtool.recipe.schema import DataSpec, Spec
 from seqtool.registry import TASKS
 from seqtool.tasks.base import Task
 
@@ -36,6 +39,69 @@ ARRAYS = ("inputs", "targets", "weight", "scored", "offsets")
 DEFAULT_BATCH = 64
 EVAL_BATCH = 500
 RECALLED = 0.9  # recall: a delay counts as recalled at this accuracy
+
+
+class SyntheticSpec(Spec):
+    """Sequence tasks generated from a seed for recurrent cells and norms (seqtool/data/sequences.py,
+    formal.py), read by task synthetic."""
+
+    kind: Literal["copy", "denoise", "adding", "recall", "tomita", "dyck", "arma"] = Field(
+        description="copy/denoise: recall K symbols after a delay; adding: sum two marked values; recall: x_{t-k} "
+        "for each delay k; tomita/dyck: classify a string; arma: predict a simulated ARMA series"
+    )
+    train: int = Field(10000, gt=0, description="training sequences")
+    valid: int = Field(1000, gt=0, description="validation sequences")
+    test: int = Field(1000, gt=0, description="test sequences")
+    seed: int = Field(1, description="generator seed (independent of the training seed)")
+    length: int = Field(100, gt=0, description="copy/denoise: the delay T; adding/recall: sequence length; "
+                        "arma: window length")
+    count: int = Field(10, gt=0, description="copy/denoise: K, the symbols to recall")
+    symbols: int = Field(8, ge=2, description="copy/denoise/recall: alphabet size; dyck: bracket kinds")
+    delays: list[int] = Field([1, 2, 4, 8, 16, 32], min_length=1, description="recall: the delays asked for, "
+                              "one output head each")
+    grammar: int = Field(4, ge=1, le=7, description="tomita: grammar number (Tomita 1982)")
+    train_lengths: tuple[int, int] = Field((1, 20), description="tomita/dyck: train and valid string lengths [lo, hi]")
+    test_lengths: tuple[int, int] = Field((30, 60), description="tomita/dyck: test string lengths [lo, hi]")
+    ar: list[float] = Field([0.1, 0.3], description="arma: AR coefficients phi_1..phi_p")
+    ma: list[float] = Field([-0.4, -0.2], description="arma: MA coefficients theta_1..theta_q")
+    noise: float = Field(2.0, gt=0, description="arma: standard deviation of the innovations")
+
+    @model_validator(mode="after")
+    def _fits(self) -> SyntheticSpec:
+        if self.kind == "recall" and (min(self.delays) < 1 or max(self.delays) >= self.length):
+            raise ValueError(f"delays: each between 1 and length - 1 ({self.length - 1})")
+        for name in ("train_lengths", "test_lengths"):
+            lo, hi = getattr(self, name)
+            if not 1 <= lo <= hi or (self.kind == "dyck" and hi < 2):
+                raise ValueError(f"{name}: [lo, hi] with 1 <= lo <= hi (dyck: hi >= 2), got [{lo}, {hi}]")
+        return self
+
+
+class MusicSpec(Spec):
+    """Polyphonic music as piano rolls (seqtool/data/music.py), read by task music."""
+
+    file: str = Field("music/jsb-chorales/jsb-chorales-quarter.json", description="JSON {train, valid, test} of "
+                      "pieces, each a list of time steps, each a list of MIDI pitches (path under the data root)")
+    lowest: int = Field(21, ge=0, le=127, description="lowest MIDI pitch of the roll (21: the 88 piano keys)")
+    highest: int = Field(108, ge=0, le=127, description="highest MIDI pitch of the roll")
+
+    @model_validator(mode="after")
+    def _range(self) -> MusicSpec:
+        if self.lowest > self.highest:
+            raise ValueError(f"lowest ({self.lowest}) above highest ({self.highest})")
+        return self
+
+
+class SyntheticDataSpec(DataSpec):
+    """The data section of task synthetic."""
+
+    synthetic: SyntheticSpec = Field(description="the generated task (e.g. data.synthetic.kind=copy)")
+
+
+class MusicDataSpec(DataSpec):
+    """The data section of task music."""
+
+    music: MusicSpec = Field(description="the piano rolls (e.g. data.music.file=...)")
 
 
 def describe_io(spec) -> dict:
@@ -86,7 +152,7 @@ def sizes_of(io: dict) -> VocabSizes:
 
 def prepare_sequences(recipe, log=print) -> Path:
     """Generate (synthetic) or read (music) every split into the prepared directory, unless current."""
-    out, spec = prepared_dir(recipe), recipe.data.synthetic or recipe.data.music
+    out, spec = prepared_dir(recipe), getattr(recipe.data, recipe.task)  # data.synthetic or data.music
     fingerprint = {"format": FORMAT, "task": recipe.task, "settings": spec.model_dump(mode="json")}
     if recipe.task == "music":
         fingerprint["root"] = str(data_root())
@@ -219,8 +285,8 @@ class SequenceTask(Task):
 
     def accuracies(self, right, scored) -> dict[str, float]:
         results = {"accuracy": float(np.sum(right) / max(np.sum(scored), 1))}
-        spec = self.recipe.data.synthetic
-        if spec is not None and spec.kind == "recall":
+        spec = self.recipe.data.synthetic  # only synthetic tasks have classes
+        if spec.kind == "recall":
             per = np.asarray(right) / np.maximum(np.asarray(scored), 1)
             results.update({f"accuracy_k{k}": float(a) for k, a in zip(spec.delays, per)})
             results["max_delay"] = float(max([k for k, a in zip(spec.delays, per) if a >= RECALLED], default=0))
@@ -240,7 +306,7 @@ def correct(outputs: torch.Tensor, batch: SequenceBatch) -> tuple[np.ndarray, np
     return hits.cpu().numpy().astype(float), scored.sum((0, 1)).cpu().numpy().astype(float)
 
 
-@TASKS.register("synthetic")
+@TASKS.register("synthetic", config=SyntheticDataSpec)
 class SyntheticTask(SequenceTask):
     @classmethod
     def expected_sizes(cls, recipe) -> VocabSizes:
@@ -250,14 +316,12 @@ class SyntheticTask(SequenceTask):
     @classmethod
     def check(cls, recipe) -> list[str]:
         spec = recipe.data.synthetic
-        if spec is None:
-            return ["task 'synthetic' needs data.synthetic (e.g. data.synthetic.kind=copy)"]
         if spec.kind in ("adding", "arma") and recipe.train.early_stopping.metric == "accuracy":
             return [f"train.early_stopping.metric: data.synthetic.kind {spec.kind!r} is a regression (use loss)"]
         return []
 
 
-@TASKS.register("music")
+@TASKS.register("music", config=MusicDataSpec)
 class MusicTask(SequenceTask):
     metrics = ("loss",)
 
@@ -265,6 +329,3 @@ class MusicTask(SequenceTask):
     def expected_sizes(cls, recipe) -> VocabSizes:
         return sizes_of(music_io(recipe.data.music))
 
-    @classmethod
-    def check(cls, recipe) -> list[str]:
-        return [] if recipe.data.music is not None else ["task 'music' needs data.music (e.g. data.music.file=...)"]

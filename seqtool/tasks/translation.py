@@ -9,11 +9,12 @@ from seqtool.data.batching import collate_pairs, shard, token_batches
 from seqtool.decoding.search import SearchSettings
 from seqtool.decoding.translate import translate_lines
 from seqtool.evaluation.metrics import corpus_metrics, perplexity
+from seqtool.recipe.schema import TextDataSpec
 from seqtool.registry import TASKS
 from seqtool.tasks.base import Task
 
 
-@TASKS.register("translation")
+@TASKS.register("translation", config=TextDataSpec)
 class TranslationTask(Task):
     metrics = ("loss", "ppl", "bleu", "chrf")
 
@@ -23,9 +24,12 @@ class TranslationTask(Task):
 
     @classmethod
     def check(cls, recipe) -> list[str]:
-        return [f"data.{name} needs src and tgt files for task 'translation'"
-                for name in ("train", "valid", "test") if getattr(recipe.data, name) is not None
-                and getattr(recipe.data, name).text is not None]
+        problems = [f"data.{name} needs src and tgt files for task 'translation'"
+                    for name in ("train", "valid", "test") if getattr(recipe.data, name) is not None
+                    and getattr(recipe.data, name).text is not None]
+        if getattr(recipe.model, "share_embeddings", False) and not recipe.data.tokenizer.joint:
+            problems.append("model.share_embeddings needs data.tokenizer.joint: true")
+        return problems
 
     def split(self, name: str):
         if name not in self._splits:

@@ -209,7 +209,7 @@ def test_recipe_errors_name_the_key(tmp_path):
     with pytest.raises(SeqtoolError, match="distinct numbers from 1 to 20"):
         recipe_from_dict(_qa_recipe(tmp_path, tasks=[0, 21]))
     lm = {**_qa_recipe(tmp_path), "task": "lm", "model": {"arch": "memn2n_lm"}, "train": {}}
-    with pytest.raises(SeqtoolError, match="data.babi is question answering data"):
+    with pytest.raises(SeqtoolError, match="data.babi is read by task 'qa'"):
         recipe_from_dict(lm)
 
 

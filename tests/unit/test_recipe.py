@@ -105,3 +105,27 @@ def test_registry_rejects_duplicates_and_suggests():
     with pytest.raises(SeqtoolError, match="did you mean 'alpha'"):
         reg.get("alpah")
     assert {"rnnlm", "rnn_seq2seq"} <= set(MODELS.names())
+
+
+# The data section as checkpoints before task-owned data specs stored it: every task's keys, the others unset.
+FLAT_DATA = {"corpus": None, "pair": "de-en", "generate": None, "babi": None, "synthetic": None, "music": None,
+             "train": None, "valid": None, "test": None, "max_len": 256, "block_len": 35, "prepared_dir": None,
+             "encoding_errors": "strict", "workers": 0}
+
+
+@pytest.mark.parametrize("task, data", [
+    ("translation", {"generate": {"task": "num2words"}, "tokenizer": {"kind": "word"}}),
+    ("synthetic", {"synthetic": {"kind": "copy"}}),
+])
+def test_stored_recipes_with_the_flat_data_section_still_load(tiny_recipe, task, data):
+    from seqtool.commands.recipes import recipe_from_dict, stored_recipe
+
+    new = load_recipe(tiny_recipe).model_dump(mode="json")
+    new.update(task=task, data=data)
+    if task == "synthetic":
+        new["model"], new["train"]["early_stopping"] = {"arch": "rnn_sequence"}, {"metric": "loss"}
+    current = recipe_from_dict(new)
+    old = {**new, "data": {**FLAT_DATA, **data}}
+    with pytest.raises(SeqtoolError, match="is read by task"):
+        recipe_from_dict(old)  # a user's recipe stays strict
+    assert stored_recipe(old, "old.pt") == current

@@ -17,8 +17,7 @@ from seqtool.errors import SeqtoolError
 from seqtool.evaluation.automaton import extract
 from seqtool.models.base import VocabSizes
 from seqtool.models.sequence import objective_loss
-from seqtool.recipe.schema import SyntheticSpec
-from seqtool.tasks.sequence import collate, describe_io, generate
+from seqtool.tasks.sequence import SyntheticSpec, collate, describe_io, generate
 from tests.conftest import run_cli, shared
 
 TINY = {
