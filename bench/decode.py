@@ -27,14 +27,15 @@ from seqtool.commands.runs import load_run  # noqa: E402
 from seqtool.data.batching import pad_rows  # noqa: E402
 from seqtool.data.prepare import prepared_dir  # noqa: E402
 from seqtool.decoding.penalties import gnmt_score, length_penalty  # noqa: E402
-from seqtool.decoding.search import Hypothesis, SearchSettings, output_limits  # noqa: E402
+from seqtool.decoding.search import Hypothesis, output_limits  # noqa: E402
 from seqtool.decoding.translate import translate_ids  # noqa: E402
 from seqtool.evaluation.metrics import corpus_metrics  # noqa: E402
+from seqtool.recipe.schema import DecodeSpec  # noqa: E402
 from seqtool.specials import BOS, EOS, PAD  # noqa: E402
 from seqtool.util.precision import autocast, compute_dtype  # noqa: E402
 
 
-def reference_search(model, source: np.ndarray, settings: SearchSettings) -> Hypothesis:
+def reference_search(model, source: np.ndarray, settings: DecodeSpec) -> Hypothesis:
     """Beam search for one sentence, one hypothesis at a time, with the batched search's rules
     (GNMT pruning included when settings.prune_margin is set)."""
     K, margin = settings.beam, settings.prune_margin
@@ -75,7 +76,7 @@ def reference_search(model, source: np.ndarray, settings: SearchSettings) -> Hyp
     return finished[0]
 
 
-def _score(logp: torch.Tensor, length: int, attn: torch.Tensor, mask: torch.Tensor, settings: SearchSettings):
+def _score(logp: torch.Tensor, length: int, attn: torch.Tensor, mask: torch.Tensor, settings: DecodeSpec):
     return float(gnmt_score(logp.view(1), torch.tensor([length]), attn[None], mask, alpha=settings.alpha,
                             beta=settings.beta))
 
@@ -129,8 +130,8 @@ def main() -> None:
     rows = []
     with torch.inference_mode():
         for precision, beam in ((p, int(b)) for p in precisions for b in args.beams.split(",")):
-            settings = SearchSettings.from_spec(run.recipe.decode, beam=beam, n_best=1, precision=precision,
-                                                **penalties)
+            settings = run.recipe.decode.model_copy(update={"beam": beam, "n_best": 1, "precision": precision,
+                                                                 **penalties})
             for batch in map(int, args.batches.split(",")):
                 with profiled(args.profile):
                     rows.append(measure(run.model, sources, run.vocabs, refs, settings, batch, torch.device("cpu")))
@@ -146,7 +147,7 @@ def compare_reference(model, sources, rows, spec, penalties) -> dict:
     """The per-sentence search against the batched rows of the largest beam."""
     beam = max(r["beam"] for r in rows)
     best = max((r for r in rows if r["beam"] == beam), key=lambda r: r["sentences_per_s"])
-    settings = SearchSettings.from_spec(spec, beam=beam, n_best=1, precision=best["precision"], **penalties)
+    settings = spec.model_copy(update={"beam": beam, "n_best": 1, "precision": best["precision"], **penalties})
     start = time.perf_counter()
     with autocast(settings.precision, torch.device("cpu")):
         outputs = [reference_search(model, s, settings).tokens for s in sources]

@@ -25,7 +25,6 @@ from decode import measure  # noqa: E402
 
 from seqtool.commands.runs import load_run  # noqa: E402
 from seqtool.data.prepare import prepared_dir  # noqa: E402
-from seqtool.decoding.search import SearchSettings  # noqa: E402
 
 ALPHAS = (0.0, 0.2, 0.6, 1.0)
 BETAS = (0.0, 0.2)
@@ -39,7 +38,7 @@ def sweep(run, sources, refs, *, batch: int, changes: dict) -> list[dict]:
     settings += [dict(beam=k, alpha=spec.alpha, beta=spec.beta) for k in BEAMS]
     rows = []
     for values in settings:
-        search = SearchSettings.from_spec(spec, n_best=1, **changes, **values)
+        search = spec.model_copy(update={"n_best": 1, **changes, **values})
         result = measure(run.model, sources, run.vocabs, refs, search, batch, torch.device("cpu"))
         rows.append({**values, **{k: result[k] for k in ("bleu", "sentences_per_s", "tokens_per_s")}})
         print(json.dumps(rows[-1]), file=sys.stderr)

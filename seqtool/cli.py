@@ -110,7 +110,8 @@ def translate(
 
     overrides = _decode_overrides(beam=beam, alpha=alpha, beta=beta, prune_margin=prune_margin, n_best=n_best,
                                   max_len_a=max_len_a, max_len_b=max_len_b, batch_tokens=batch_tokens,
-                                  sample=sample, temperature=temperature, top_k=top_k, top_p=top_p)
+                                  strategy=None if sample is None else ("sample" if sample else "beam"),
+                                  temperature=temperature, top_k=top_k, top_p=top_p)
     run_translate(checkpoint, input, output, overrides, device=device or "auto", seed=seed, warn=_err)
 
 

@@ -35,12 +35,14 @@ class Registry:
 
     def get(self, name: str) -> Entry:
         if not isinstance(name, str) or name not in self._entries:
-            close = difflib.get_close_matches(str(name), self.names(), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise SeqtoolError(
-                f"unknown {self.kind} {name!r}{hint} (known: {', '.join(self.names())})"
-            )
+            raise SeqtoolError(self.unknown(name))
         return self._entries[name]
+
+    def unknown(self, name) -> str:
+        """The message for a name that is not registered, with a 'did you mean'."""
+        close = difflib.get_close_matches(str(name), self.names(), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown {self.kind} {name!r}{hint} (known: {', '.join(self.names())})"
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -48,3 +50,4 @@ class Registry:
 
 MODELS = Registry("model")
 TASKS = Registry("task")
+STRATEGIES = Registry("decoding strategy")

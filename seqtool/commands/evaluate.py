@@ -7,7 +7,6 @@ from pathlib import Path
 from seqtool.commands.runs import load_run, pack_tokenizer, pick_device, tokenizer_sha256
 from seqtool.commands.tasks import open_task, prepare_task, task_class
 from seqtool.data.prepare import prepared_dir
-from seqtool.decoding.search import SearchSettings
 from seqtool.errors import SeqtoolError
 
 
@@ -22,7 +21,7 @@ def evaluate_run(target: Path, split: str, overrides: dict, device: str = "auto"
     if not task.data.has(split):
         raise SeqtoolError(f"--split {split}: the recipe has no such split "
                            f"(have: {', '.join(task.data.manifest['splits'])})")
-    metrics = task.evaluate(run.model, split, SearchSettings.from_spec(run.recipe.decode, n_best=1, sample=False))
+    metrics = task.evaluate(run.model, split, run.recipe.decode.model_copy(update={"n_best": 1, "strategy": "beam"}))
     return {"checkpoint": str(run.path), "step": run.payload["trainer"]["step"], "task": run.recipe.task,
             "split": split, **metrics}
 

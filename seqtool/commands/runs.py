@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from seqtool.commands.recipes import Recipe, stored_recipe
+from seqtool.commands.recipes import Recipe, migrate_stored, recipe_from_dict
 from seqtool.data.vocab import Vocabs
 from seqtool.errors import SeqtoolError
 from seqtool.models import MODELS
@@ -83,8 +83,8 @@ def load_run(target: str | Path, overrides: dict | None = None, device: torch.de
     """The model of a run dir or checkpoint, in eval mode on `device`; overrides patch the recipe."""
     path = checkpoint_path(Path(target))
     payload = load_checkpoint(path)
-    raw = _deep_update(dict(payload["recipe"]), overrides or {})
-    recipe = stored_recipe(raw, source=f"{path} (recipe)")
+    raw = _deep_update(migrate_stored(dict(payload["recipe"])), overrides or {})
+    recipe = recipe_from_dict(raw, source=f"{path} (recipe)")
     run_dir = Path(target) if Path(target).is_dir() else path.parent.parent
     recipe = recipe.model_copy(update={"output_dir": str(run_dir)})
     try:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import torch
 
-from seqtool.commands.recipes import Recipe, dump_recipe, stored_recipe
+from seqtool.commands.recipes import Recipe, dump_recipe, migrate_stored, recipe_from_dict
 from seqtool.commands.runs import build_model, count_parameters, pack_tokenizer, pick_device, tokenizer_sha256
 from seqtool.commands.tasks import open_task, prepare_task
-from seqtool.decoding.search import SearchSettings
 from seqtool.errors import SeqtoolError
 from seqtool.observe import Observer
 from seqtool.training.checkpoint import CheckpointDir, load_checkpoint
@@ -94,7 +93,7 @@ def _prepare_task(recipe: Recipe, run_dir: Path, dist_info: DistInfo, device: to
 
 
 def _resume(trainer: Trainer, payload: dict, latest: Path, extra: dict, observer: Observer) -> None:
-    saved = stored_recipe(payload["recipe"], source=str(latest)).model_dump(mode="json")
+    saved = recipe_from_dict(migrate_stored(payload["recipe"]), source=str(latest)).model_dump(mode="json")
     if payload.get("tokenizer_sha256") != extra["tokenizer_sha256"]:
         raise SeqtoolError(f"{latest}: the checkpoint was trained with another tokenizer; resume needs the same data")
     for key in sorted(set(saved) | set(extra["recipe"])):
@@ -114,7 +113,7 @@ def _final_report(recipe: Recipe, trainer: Trainer, task, observer: Observer, di
         trainer.model.load_state_dict(load_checkpoint(best)["model"])
     trainer.model.eval()
     split = "test" if task.data.has("test") else "valid"
-    settings = SearchSettings.from_spec(recipe.decode)
+    settings = recipe.decode
     metrics = task.evaluate(trainer.model, split, settings)
     observer.info(f"{split} ({'best' if best.exists() else 'final'} checkpoint): "
                   + " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))

@@ -11,7 +11,6 @@ import torch
 
 from seqtool.commands.runs import load_run, pick_device
 from seqtool.data.textio import decode_line
-from seqtool.decoding.search import SearchSettings
 from seqtool.decoding.translate import translate_lines
 from seqtool.errors import SeqtoolError, located
 from seqtool.util.files import atomic_open
@@ -36,13 +35,8 @@ def run_translate(checkpoint: Path, source: Path | None, output: Path | None, ov
         raise SeqtoolError(f"{run.path}: a {run.recipe.task!r} run ({run.recipe.model.arch}); translate needs a "
                            "translation run")
     spec = run.recipe.decode
-    settings = SearchSettings.from_spec(spec)
-    generator = None
-    if spec.sample:
-        generator = torch.Generator(device=next(run.model.parameters()).device).manual_seed(seed)
-    translations = translate_lines(run.model, run.vocabs, read_source(source), settings,
-                                   batch_tokens=spec.batch_tokens, batch_sentences=spec.batch_sentences,
-                                   max_src_len=spec.max_src_len,
+    generator = torch.Generator(device=next(run.model.parameters()).device).manual_seed(seed)  # for sampling
+    translations = translate_lines(run.model, run.vocabs, read_source(source), spec,
                                    device=next(run.model.parameters()).device, warn=warn, generator=generator)
     sink = atomic_open(output) if output else contextlib.nullcontext(sys.stdout)
     with sink as out:

@@ -32,31 +32,10 @@ import torch
 
 from seqtool.decoding.penalties import gnmt_score, length_penalty
 from seqtool.models.base import Rows, Seq2SeqModel
+from seqtool.recipe.schema import DecodeSpec
+from seqtool.registry import STRATEGIES
 from seqtool.specials import BOS, EOS, PAD
 from seqtool.util.precision import autocast
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    beam: int = 5
-    alpha: float = 0.0
-    beta: float = 0.0
-    n_best: int = 1
-    max_len_a: float = 1.5
-    max_len_b: int = 10
-    max_output: int = 1024
-    prune_margin: float | None = None
-    min_len: int = 0
-    sample: bool = False
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    precision: str = "fp32"
-
-    @classmethod
-    def from_spec(cls, spec, **changes) -> SearchSettings:
-        names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in spec.model_dump().items() if k in names} | changes)
 
 
 @dataclass
@@ -77,16 +56,15 @@ class Live(Rows):
     max_len: torch.Tensor  # (N,) output length limit, EOS included
 
 
-def search(model: Seq2SeqModel, src: torch.Tensor, src_mask: torch.Tensor, settings: SearchSettings,
+def search(model: Seq2SeqModel, src: torch.Tensor, src_mask: torch.Tensor, settings: DecodeSpec,
            generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
-    """Decode a batch; one list of hypotheses (best first) per source row."""
+    """Decode a batch with the strategy `settings.strategy` names; one list of hypotheses (best first)
+    per source row. Every strategy takes (model, src, src_mask, settings, generator)."""
     with torch.inference_mode(), autocast(settings.precision, src.device):
-        if settings.sample:
-            return sample(model, src, src_mask, settings, generator)
-        return beam_search(model, src, src_mask, settings)
+        return STRATEGIES.get(settings.strategy).builder(model, src, src_mask, settings, generator)
 
 
-def output_limits(src_mask: torch.Tensor, settings: SearchSettings) -> torch.Tensor:
+def output_limits(src_mask: torch.Tensor, settings: DecodeSpec) -> torch.Tensor:
     """max output length a * |x| + b per sentence, |x| without the source EOS."""
     src_len = src_mask.sum(1) - 1
     limit = (settings.max_len_a * src_len.float()).floor().long() + settings.max_len_b
@@ -108,13 +86,11 @@ def _start(model, src, src_mask, settings, rows_per_sentence: int):
     return enc, model.start(enc), live, torch.arange(B, device=src.device)
 
 
-def _constrain(x: torch.Tensor, step: int, live: Live, settings: SearchSettings, shortest: int) -> torch.Tensor:
+def _constrain(x: torch.Tensor, step: int, live: Live, settings: DecodeSpec, shortest: int) -> torch.Tensor:
     """(2) In place on (N, V) log-probabilities (the step's own output, which search consumes): never
-    PAD/BOS; no EOS before min_len; only EOS at a row's length limit. `shortest` is the smallest limit
+    PAD/BOS; only EOS at a row's length limit. `shortest` is the smallest limit
     among the rows, known on the host, so that rows far from their limits cost nothing."""
     x[:, PAD] = x[:, BOS] = float("-inf")
-    if step < settings.min_len:
-        x[:, EOS] = float("-inf")
     if step + 1 >= shortest:
         at_limit = (step + 1 >= live.max_len).unsqueeze(1)  # (N, 1)
         eos = x[:, EOS].clone()
@@ -123,11 +99,12 @@ def _constrain(x: torch.Tensor, step: int, live: Live, settings: SearchSettings,
     return x
 
 
-def beam_search(model: Seq2SeqModel, src: torch.Tensor, src_mask: torch.Tensor,
-                settings: SearchSettings) -> list[list[Hypothesis]]:
+@STRATEGIES.register("beam")
+def beam_search(model: Seq2SeqModel, src: torch.Tensor, src_mask: torch.Tensor, settings: DecodeSpec,
+                generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
     """Phases per step: (1) model step, (2) constrain, (3) candidates, (4) finalize EOS candidates,
     (5) advance, (6) GNMT pruning of live rows, (7) done sentences leave the batch. No Python loop over
-    hypotheses, and one host read per step (whether any sentence is done)."""
+    hypotheses, and one host read per step (whether any sentence is done). Deterministic: no generator."""
     K = settings.beam
     enc, state, live, sentence = _start(model, src, src_mask, settings, K)
     finished = _Finished.empty(src.size(0), K, live.tokens.size(1) - 1, src.device)
@@ -223,7 +200,7 @@ def _candidates(scores: torch.Tensor, log_probs: torch.Tensor, K: int, prune_mar
     return Candidates(cand_scores, base + index // width, token.view(-1, K * width).gather(1, index))
 
 
-def _finalize(finished: _Finished, live: Live, cand: Candidates, step: int, settings: SearchSettings) -> _Finished:
+def _finalize(finished: _Finished, live: Live, cand: Candidates, step: int, settings: DecodeSpec) -> _Finished:
     """(4) EOS among a sentence's best K candidates ends a hypothesis, scored by GNMT's s(Y, X) and
     merged into the sentence's K best finished ones."""
     K = settings.beam
@@ -251,7 +228,7 @@ def _advance(live: Live, state: Rows, cand: Candidates, step: int, K: int) -> tu
     return moved, state.reorder(parents)
 
 
-def _prune_live(live: Live, finished: _Finished, step: int, settings: SearchSettings) -> torch.Tensor:
+def _prune_live(live: Live, finished: _Finished, step: int, settings: DecodeSpec) -> torch.Tensor:
     """(6) GNMT pruning rule 2: once a sentence has a finished hypothesis, live rows whose normalized
     score (s(Y, X) of the prefix so far) is more than prune_margin below its best are dropped
     (their score becomes -inf, so they are never extended nor keep the sentence open)."""
@@ -262,7 +239,7 @@ def _prune_live(live: Live, finished: _Finished, step: int, settings: SearchSett
     return live.scores.masked_fill(normalized < best - settings.prune_margin, float("-inf"))
 
 
-def _done(finished: _Finished, live: Live, step: int, settings: SearchSettings) -> torch.Tensor:
+def _done(finished: _Finished, live: Live, step: int, settings: DecodeSpec) -> torch.Tensor:
     """(7) A sentence is done when no live row can still beat its n_best-th finished hypothesis, or
     at its length limit. A live row with log-probability s < 0 can at best reach s / lp(max_len):
     log-probabilities only fall, lp only grows up to max_len, and the coverage penalty is <= 0."""
@@ -273,7 +250,8 @@ def _done(finished: _Finished, live: Live, step: int, settings: SearchSettings) 
     return (finished.scores[:, settings.n_best - 1] >= reachable) | (step + 1 >= max_len)
 
 
-def sample(model: Seq2SeqModel, src: torch.Tensor, src_mask: torch.Tensor, settings: SearchSettings,
+@STRATEGIES.register("sample")
+def sample(model: Seq2SeqModel, src: torch.Tensor, src_mask: torch.Tensor, settings: DecodeSpec,
            generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
     """Ancestral sampling with temperature, top-k and nucleus (top-p) filtering; n_best samples each."""
     n = settings.n_best
@@ -295,7 +273,7 @@ def sample(model: Seq2SeqModel, src: torch.Tensor, src_mask: torch.Tensor, setti
     return _collect_samples(live, src.size(0), n, settings.alpha)
 
 
-def _filter(lp: torch.Tensor, settings: SearchSettings) -> torch.Tensor:
+def _filter(lp: torch.Tensor, settings: DecodeSpec) -> torch.Tensor:
     """Log-probabilities at temperature T, renormalised over the top-k / top-p tokens."""
     logits = lp / settings.temperature
     if settings.top_k:

@@ -15,7 +15,8 @@ import torch
 from seqtool.data.batching import pad_rows
 from seqtool.data.textio import chunked
 from seqtool.data.vocab import Vocabs
-from seqtool.decoding.search import Hypothesis, SearchSettings, search
+from seqtool.decoding.search import Hypothesis, search
+from seqtool.recipe.schema import DecodeSpec
 from seqtool.specials import EOS
 from seqtool.util.memory import release_freed_memory
 
@@ -41,7 +42,7 @@ def decode_batches(lengths: np.ndarray, batch_tokens: int, batch_sentences: int 
     return batches
 
 
-def translate_ids(model, sources: list[np.ndarray], settings: SearchSettings, *, batch_tokens: int,
+def translate_ids(model, sources: list[np.ndarray], settings: DecodeSpec, *, batch_tokens: int,
                   batch_sentences: int | None = None, device: torch.device,
                   generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
     """Hypotheses for already-encoded sources, in input order."""
@@ -54,11 +55,12 @@ def translate_ids(model, sources: list[np.ndarray], settings: SearchSettings, *,
     return results
 
 
-def translate_lines(model, vocabs: Vocabs, lines: Iterable[str], settings: SearchSettings, *,
-                    batch_tokens: int, max_src_len: int, device: torch.device, batch_sentences: int | None = None,
+def translate_lines(model, vocabs: Vocabs, lines: Iterable[str], settings: DecodeSpec, *, device: torch.device,
                     warn: Callable[[str], None] = lambda _: None,
                     generator: torch.Generator | None = None) -> Iterator[Translation]:
-    """Translations of raw lines, one per line, in order; over-long inputs are truncated with a warning."""
+    """Translations of raw lines, one per line, in order; over-long inputs are truncated with a warning.
+    Batch sizes and the input limit are the settings' too (decode.batch_tokens, batch_sentences, max_src_len)."""
+    max_src_len = settings.max_src_len
     number = 0
     for chunk in chunked(lines, CHUNK):
         sources = []
@@ -68,8 +70,8 @@ def translate_lines(model, vocabs: Vocabs, lines: Iterable[str], settings: Searc
                 warn(f"line {number}: {len(ids)} source tokens, truncated to decode.max_src_len={max_src_len}")
                 ids = ids[:max_src_len]
             sources.append(np.asarray(ids, dtype=np.int64))
-        for hyps in translate_ids(model, sources, settings, batch_tokens=batch_tokens,
-                                  batch_sentences=batch_sentences, device=device, generator=generator):
+        for hyps in translate_ids(model, sources, settings, batch_tokens=settings.batch_tokens,
+                                  batch_sentences=settings.batch_sentences, device=device, generator=generator):
             nbest = [(vocabs.tgt.decode(h.tokens), h.score) for h in hyps]
             yield Translation(nbest[0][0], nbest)
         release_freed_memory()

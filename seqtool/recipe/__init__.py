@@ -17,7 +17,7 @@ from seqtool.recipe.schema import Recipe
 from seqtool.registry import MODELS, TASKS, Registry
 from seqtool.util.files import atomic_write_text
 
-__all__ = ["Recipe", "load_recipe", "recipe_from_dict", "stored_recipe", "dump_recipe", "read_yaml"]
+__all__ = ["Recipe", "load_recipe", "recipe_from_dict", "migrate_stored", "dump_recipe", "read_yaml"]
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -66,14 +66,19 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
         raise SeqtoolError(f"{source}: {message}") from None
 
 
-def stored_recipe(raw: dict[str, Any], source: str) -> Recipe:
-    """A recipe stored in a checkpoint. Those written before each task owned its data section hold every
-    task's data keys (the other tasks' unset); the keys the task's data spec lacks are dropped."""
+def migrate_stored(raw: dict[str, Any]) -> dict[str, Any]:
+    """A recipe mapping stored in a checkpoint, in today's shape. Older checkpoints hold a data section with
+    every task's keys (the other tasks' unset; those the task's data spec lacks are dropped) and
+    decode.sample (now decode.strategy)."""
     data, task = raw.get("data"), raw.get("task", Recipe.model_fields["task"].default)
     if isinstance(data, dict) and task in TASKS.names():
         known = TASKS.get(task).config.model_fields
         raw = {**raw, "data": {k: v for k, v in data.items() if k in known}}
-    return recipe_from_dict(raw, source)
+    decode = raw.get("decode")
+    if isinstance(decode, dict) and "sample" in decode:  # decode.sample: bool became decode.strategy
+        decode = {k: v for k, v in decode.items() if k != "sample"}
+        raw = {**raw, "decode": {**decode, "strategy": "sample" if raw["decode"]["sample"] else "beam"}}
+    return raw
 
 
 def _registered(registry: Registry, name: Any, where: str) -> type[BaseModel]:

@@ -198,14 +198,15 @@ class DecodeSpec(Spec):
         "auto", description="autocast dtype while decoding (validation, eval, translate); as train.precision")
     batch_tokens: int = Field(6000, gt=0, description="padded source tokens per decoding batch")
     batch_sentences: int | None = Field(None, gt=0, description="at most this many sentences per decoding batch")
-    sample: bool = Field(False, description="sample instead of searching")
+    strategy: str = Field("beam", description="a registered decoding strategy: beam (beam 1 = greedy) or sample "
+                          "(seqtool/decoding/search.py)")
     temperature: float = Field(1.0, gt=0)
     top_k: int = Field(0, ge=0, description="sampling: keep the k most likely tokens (0 = all)")
     top_p: float = Field(1.0, gt=0, le=1, description="sampling: nucleus mass")
 
     @model_validator(mode="after")
     def _n_best_fits(self) -> DecodeSpec:
-        if self.n_best > self.beam and not self.sample:
+        if self.n_best > self.beam and self.strategy == "beam":
             raise ValueError(f"n_best ({self.n_best}) cannot exceed beam ({self.beam})")
         return self
 
@@ -253,9 +254,11 @@ class Recipe(Spec):
 
 
 def _cross_field_problems(r: Recipe) -> list[str]:
-    from seqtool.registry import TASKS
+    from seqtool.registry import STRATEGIES, TASKS
 
     problems = []
+    if r.decode.strategy not in STRATEGIES.names():
+        problems.append(f"decode.strategy: {STRATEGIES.unknown(r.decode.strategy)}")
     if r.recipe_version != RECIPE_VERSION:
         problems.append(f"recipe_version {r.recipe_version} is not supported (this seqtool reads {RECIPE_VERSION})")
     task = TASKS.get(r.task).builder

@@ -6,10 +6,9 @@ import numpy as np
 import torch
 
 from seqtool.data.batching import collate_pairs, shard, token_batches
-from seqtool.decoding.search import SearchSettings
 from seqtool.decoding.translate import translate_lines
 from seqtool.evaluation.metrics import corpus_metrics, perplexity
-from seqtool.recipe.schema import TextDataSpec
+from seqtool.recipe.schema import DecodeSpec, TextDataSpec
 from seqtool.registry import TASKS
 from seqtool.tasks.base import Task
 
@@ -56,16 +55,13 @@ class TranslationTask(Task):
                 count += out.ntokens
         return {"loss": nll / max(count, 1), "ppl": perplexity(nll, count)}
 
-    def decode_split(self, model, name: str, settings: SearchSettings, limit: int | None = None):
+    def decode_split(self, model, name: str, settings: DecodeSpec, limit: int | None = None):
         sources, references = self.data.raw_pairs(name)
         sources, references = sources[:limit], references[:limit]
-        spec = self.recipe.decode
-        hyps = [t.text for t in translate_lines(model, self.vocabs, sources, settings, batch_tokens=spec.batch_tokens,
-                                                batch_sentences=spec.batch_sentences, max_src_len=spec.max_src_len,
-                                                device=self.device)]
+        hyps = [t.text for t in translate_lines(model, self.vocabs, sources, settings, device=self.device)]
         return hyps, references
 
-    def evaluate(self, model, name: str, settings: SearchSettings, limit: int | None = None) -> dict[str, float]:
+    def evaluate(self, model, name: str, settings: DecodeSpec, limit: int | None = None) -> dict[str, float]:
         """Loss, perplexity and the recipe's metrics (BLEU, chrF, TER) on a split."""
         results = self.loss_on(model, name)
         hyps, refs = self.decode_split(model, name, settings, limit)
@@ -73,12 +69,12 @@ class TranslationTask(Task):
         results.update({key: m.score for key, m in metrics.items()})
         return results
 
-    def samples(self, model, name: str, settings: SearchSettings, count: int) -> list[str]:
+    def samples(self, model, name: str, settings: DecodeSpec, count: int) -> list[str]:
         hyps, refs = self.decode_split(model, name, settings, limit=count)
         sources = self.data.raw_pairs(name)[0][:count]
         return [f"  src: {src}\n  hyp: {hyp}\n  ref: {ref}" for src, hyp, ref in zip(sources, hyps, refs)]
 
     def validate(self, model) -> dict[str, float]:
         beam = self.recipe.eval.valid_beam or self.recipe.decode.beam
-        settings = SearchSettings.from_spec(self.recipe.decode, beam=beam, n_best=1, sample=False)
+        settings = self.recipe.decode.model_copy(update={"beam": beam, "n_best": 1, "strategy": "beam"})
         return self.evaluate(model, "valid", settings, self.recipe.eval.valid_decode_limit)

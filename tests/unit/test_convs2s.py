@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from seqtool.commands.recipes import recipe_from_dict
-from seqtool.decoding.search import SearchSettings, search
+from seqtool.decoding.search import search
 from seqtool.errors import SeqtoolError
 from seqtool.models.base import VocabSizes
 from seqtool.models.conv import scale_grad
 from seqtool.models.convs2s import ConvS2S, ConvS2SConfig
+from seqtool.recipe.schema import DecodeSpec
 from tests.conftest import assert_incremental_equals_forward, padded_batch
 
 TINY = dict(embed_dim=16, out_embed_dim=12, dropout=0.1,
@@ -48,7 +49,7 @@ def test_rows_do_not_see_padding_or_neighbours():
 def test_beam_search_does_not_depend_on_batch_size():
     model = tiny_model()
     src, mask, _ = padded_batch(5, seed=5)
-    settings = SearchSettings(beam=3, alpha=0.6, beta=0.2, max_len_a=1.0, max_len_b=4)
+    settings = DecodeSpec(beam=3, alpha=0.6, beta=0.2, max_len_a=1.0, max_len_b=4)
     together = search(model, src, mask, settings)
     for r in range(5):
         n = int(mask[r].sum())

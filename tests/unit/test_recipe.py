@@ -118,7 +118,7 @@ FLAT_DATA = {"corpus": None, "pair": "de-en", "generate": None, "babi": None, "s
     ("synthetic", {"synthetic": {"kind": "copy"}}),
 ])
 def test_stored_recipes_with_the_flat_data_section_still_load(tiny_recipe, task, data):
-    from seqtool.commands.recipes import recipe_from_dict, stored_recipe
+    from seqtool.commands.recipes import migrate_stored, recipe_from_dict
 
     new = load_recipe(tiny_recipe).model_dump(mode="json")
     new.update(task=task, data=data)
@@ -128,4 +128,5 @@ def test_stored_recipes_with_the_flat_data_section_still_load(tiny_recipe, task,
     old = {**new, "data": {**FLAT_DATA, **data}}
     with pytest.raises(SeqtoolError, match="is read by task"):
         recipe_from_dict(old)  # a user's recipe stays strict
-    assert stored_recipe(old, "old.pt") == current
+    assert recipe_from_dict(migrate_stored(old)) == current
+    assert recipe_from_dict(migrate_stored({**old, "decode": {"sample": True}})).decode.strategy == "sample"

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from seqtool.decoding.penalties import gnmt_score
-from seqtool.decoding.search import SearchSettings, beam_search, search
+from seqtool.decoding.search import beam_search, search
 from seqtool.models.base import Rows, Seq2SeqModel, StepOut
+from seqtool.recipe.schema import DecodeSpec
 from seqtool.specials import BOS, EOS
 
 V = 7  # pad, bos, eos, unk, and the real tokens 4, 5, 6
@@ -63,7 +64,7 @@ def _src(sentences: list[int], length: int = 2) -> tuple[torch.Tensor, torch.Ten
     return src, torch.ones_like(src, dtype=torch.bool)
 
 
-def exhaustive(model: TableModel, sentence: int, max_len: int, settings: SearchSettings, src_mask=None):
+def exhaustive(model: TableModel, sentence: int, max_len: int, settings: DecodeSpec, src_mask=None):
     """Score every output of up to max_len tokens (EOS included) exactly as the search scores them."""
     best = None
     for n in range(max_len):
@@ -95,8 +96,8 @@ UNIFORM = {4: 0.3, 5: 0.3, 6: 0.2, EOS: 0.2}
 def test_greedy_falls_into_the_trap_and_beam_two_escapes_it():
     model = TableModel([TRAP], UNIFORM)
     src, mask = _src([0])
-    greedy = search(model, src, mask, SearchSettings(beam=1, max_len_a=0, max_len_b=4))[0][0]
-    beam = search(model, src, mask, SearchSettings(beam=2, max_len_a=0, max_len_b=4))[0][0]
+    greedy = search(model, src, mask, DecodeSpec(beam=1, max_len_a=0, max_len_b=4))[0][0]
+    beam = search(model, src, mask, DecodeSpec(beam=2, max_len_a=0, max_len_b=4))[0][0]
     assert greedy.tokens == [4, 4]  # 0.5 * 0.36 * 0.6 = 0.108
     assert beam.tokens == [5]  # 0.4 * 0.9 = 0.36
     assert beam.log_prob == pytest.approx(math.log(0.36))
@@ -110,8 +111,8 @@ def test_length_penalty_changes_the_winner_by_hand():
     #   5 EOS: log .36 / 4.67 = -0.219 and 4 4 EOS: log .108 / 17.76 = -0.125 (the best).
     model = TableModel([TRAP], UNIFORM)
     src, mask = _src([0])
-    plain = search(model, src, mask, SearchSettings(beam=4, max_len_a=0, max_len_b=3))[0][0]
-    long = search(model, src, mask, SearchSettings(beam=4, alpha=10.0, max_len_a=0, max_len_b=3))[0][0]
+    plain = search(model, src, mask, DecodeSpec(beam=4, max_len_a=0, max_len_b=3))[0][0]
+    long = search(model, src, mask, DecodeSpec(beam=4, alpha=10.0, max_len_a=0, max_len_b=3))[0][0]
     assert plain.tokens == [5]
     assert long.tokens == [4, 4]
     assert long.score == pytest.approx(math.log(0.108) / (8 / 6) ** 10)
@@ -130,7 +131,7 @@ def test_wide_beam_equals_exhaustive_search(alpha, beta):
         tables.append(table)
     attn = [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.3, 0.3, 0.4]]
     model = TableModel(tables, UNIFORM, attn if beta else None)
-    settings = SearchSettings(beam=40, alpha=alpha, beta=beta, max_len_a=0, max_len_b=4)
+    settings = DecodeSpec(beam=40, alpha=alpha, beta=beta, max_len_a=0, max_len_b=4)
     src, mask = _src([0, 1, 2])
     results = beam_search(model, src, mask, settings)
     for s in range(3):
@@ -143,7 +144,7 @@ def test_output_does_not_depend_on_batch_size_or_neighbours():
     torch.manual_seed(1)
     tables = [{(): dict(zip((4, 5, 6, EOS), (torch.rand(4) + 0.1).softmax(0).tolist()))} for _ in range(5)]
     model = TableModel(tables, UNIFORM)
-    settings = SearchSettings(beam=3, alpha=0.6, max_len_a=0, max_len_b=5, n_best=3)
+    settings = DecodeSpec(beam=3, alpha=0.6, max_len_a=0, max_len_b=5, n_best=3)
     src, mask = _src(list(range(5)))
     together = beam_search(model, src, mask, settings)
     for s in range(5):
@@ -154,7 +155,7 @@ def test_output_does_not_depend_on_batch_size_or_neighbours():
 def test_n_best_is_sorted_distinct_and_sized():
     model = TableModel([TRAP], UNIFORM)
     src, mask = _src([0])
-    hyps = search(model, src, mask, SearchSettings(beam=4, n_best=3, max_len_a=0, max_len_b=3))[0]
+    hyps = search(model, src, mask, DecodeSpec(beam=4, n_best=3, max_len_a=0, max_len_b=3))[0]
     assert len(hyps) == 3
     assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
     assert len({tuple(h.tokens) for h in hyps}) == 3
@@ -164,7 +165,7 @@ def test_length_limit_forces_eos():
     always_go_on = {4: 0.97, EOS: 0.03}
     model = TableModel([{}], always_go_on)
     src, mask = _src([0], length=2)  # |x| = 2, limit = 1.0 * 2 + 1 = 3 tokens with EOS
-    hyps = search(model, src, mask, SearchSettings(beam=3, n_best=3, max_len_a=1.0, max_len_b=1))[0]
+    hyps = search(model, src, mask, DecodeSpec(beam=3, n_best=3, max_len_a=1.0, max_len_b=1))[0]
     assert sorted(len(h.tokens) for h in hyps) == [0, 1, 2]  # the 2-token one ended by the limit
     assert hyps[-1].log_prob == pytest.approx(math.log(0.97 * 0.97 * 0.03))
 
@@ -172,12 +173,12 @@ def test_length_limit_forces_eos():
 def test_sampling_is_seeded_and_follows_the_table():
     model = TableModel([{(): {4: 0.8, 5: 0.2}}], {EOS: 1.0})
     src, mask = _src([0])
-    settings = SearchSettings(sample=True, n_best=400, max_len_a=0, max_len_b=3)
+    settings = DecodeSpec(strategy="sample", n_best=400, max_len_a=0, max_len_b=3)
     draws = [h.tokens[0] for h in search(model, src, mask, settings, torch.Generator().manual_seed(0))[0]]
     again = [h.tokens[0] for h in search(model, src, mask, settings, torch.Generator().manual_seed(0))[0]]
     assert draws == again
     assert 0.7 < draws.count(4) / len(draws) < 0.9
-    top1 = SearchSettings(sample=True, n_best=50, top_k=1, max_len_a=0, max_len_b=3)
+    top1 = DecodeSpec(strategy="sample", n_best=50, top_k=1, max_len_a=0, max_len_b=3)
     assert {h.tokens[0] for h in search(model, src, mask, top1, torch.Generator().manual_seed(0))[0]} == {4}
 
 
@@ -209,8 +210,8 @@ def test_large_prune_margin_changes_nothing(beam, alpha, beta):
     attn = [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.3, 0.3, 0.4]]
     model = TableModel(_random_tables(4, 5, seed=beam), UNIFORM, attn if beta else None)
     src, mask = _src([0, 1, 2, 3])
-    plain = SearchSettings(beam=beam, alpha=alpha, beta=beta, n_best=beam, max_len_a=0, max_len_b=6)
-    pruned = SearchSettings(beam=beam, alpha=alpha, beta=beta, n_best=beam, max_len_a=0, max_len_b=6,
+    plain = DecodeSpec(beam=beam, alpha=alpha, beta=beta, n_best=beam, max_len_a=0, max_len_b=6)
+    pruned = DecodeSpec(beam=beam, alpha=alpha, beta=beta, n_best=beam, max_len_a=0, max_len_b=6,
                             prune_margin=1e4)
     expect = beam_search(model, src, mask, plain)
     got = beam_search(model, src, mask, pruned)
@@ -232,8 +233,8 @@ def test_rule_one_only_considers_tokens_near_the_best_local_score():
                 bad += math.log(probs[tok]) < math.log(max(probs.values())) - 1.0
         return bad
 
-    free = beam_search(model, src, mask, SearchSettings(**kwargs))
-    pruned = beam_search(model, src, mask, SearchSettings(prune_margin=1.0, **kwargs))
+    free = beam_search(model, src, mask, DecodeSpec(**kwargs))
+    pruned = beam_search(model, src, mask, DecodeSpec(prune_margin=1.0, **kwargs))
     assert violations(free, 0) + violations(free, 1) > 0  # the rule has something to remove here
     assert violations(pruned, 0) + violations(pruned, 1) == 0
 
@@ -251,10 +252,10 @@ def test_rule_two_drops_live_hypotheses_far_below_the_best_finished():
     src, mask = _src([0])
     kwargs = dict(beam=2, n_best=2, max_len_a=0, max_len_b=6)
     model = CountingModel([RULE2], THEN_EOS)
-    tight = beam_search(model, src, mask, SearchSettings(prune_margin=1.2, **kwargs))[0]
+    tight = beam_search(model, src, mask, DecodeSpec(prune_margin=1.2, **kwargs))[0]
     assert [h.tokens for h in tight] == [[]] and model.steps == 2
-    loose = beam_search(model, src, mask, SearchSettings(prune_margin=1.5, **kwargs))[0]
-    free = beam_search(model, src, mask, SearchSettings(**kwargs))[0]
+    loose = beam_search(model, src, mask, DecodeSpec(prune_margin=1.5, **kwargs))[0]
+    free = beam_search(model, src, mask, DecodeSpec(**kwargs))[0]
     assert [h.tokens for h in loose] == [h.tokens for h in free] == [[], [4, 4]]
     assert loose[1].log_prob == pytest.approx(math.log(0.45 * 0.32 * 0.9))
 
@@ -264,7 +265,7 @@ def test_rule_two_uses_the_normalized_score():
     # margin 1.2 now keeps it, and it finishes with log(.1296) / (8/6).
     src, mask = _src([0])
     model = CountingModel([RULE2], THEN_EOS)
-    hyps = beam_search(model, src, mask, SearchSettings(beam=2, n_best=2, alpha=1.0, max_len_a=0, max_len_b=6,
+    hyps = beam_search(model, src, mask, DecodeSpec(beam=2, n_best=2, alpha=1.0, max_len_a=0, max_len_b=6,
                                                         prune_margin=1.2))[0]
     assert [h.tokens for h in hyps] == [[], [4, 4]]
     assert hyps[1].score == pytest.approx(math.log(0.45 * 0.32 * 0.9) / (8 / 6))

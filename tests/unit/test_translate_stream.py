@@ -8,9 +8,9 @@ import torch
 from seqtool.data.tokenizer import SPECIALS, WordTokenizer
 from seqtool.data.vocab import Vocabs
 from seqtool.decoding import translate
-from seqtool.decoding.search import SearchSettings
 from seqtool.models.base import VocabSizes
 from seqtool.models.gnmt import GNMT, GNMTConfig
+from seqtool.recipe.schema import DecodeSpec
 
 
 def test_translations_come_out_before_the_input_ends(monkeypatch):
@@ -26,8 +26,8 @@ def test_translations_come_out_before_the_input_ends(monkeypatch):
             yield ["a b", "c", "b c a"][i % 3]
 
     out = translate.translate_lines(model, Vocabs(words, words, True), endless(),
-                                    SearchSettings(beam=2, max_len_a=0, max_len_b=3), batch_tokens=200,
-                                    max_src_len=10, device=torch.device("cpu"))
+                                    DecodeSpec(beam=2, max_len_a=0, max_len_b=3, batch_tokens=200, max_src_len=10),
+                                    device=torch.device("cpu"))
     first = list(itertools.islice(out, 100))
     assert len(first) == 100 and all(isinstance(t.text, str) for t in first)
     assert consumed <= 2 * 64 + 1  # two chunks read for 100 outputs, not the endless rest
