@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seqtool.models.layers import Recurrent  # noqa: E402
+from seqtool.models.recurrent.layers import Recurrent  # noqa: E402
 
 VARIANTS = {
     "fused lstm": ("lstm", "none"),

@@ -22,8 +22,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seqtool.models.layers import BiRecurrent, Dropout  # noqa: E402
+from seqtool.models.layers import Dropout  # noqa: E402
 from seqtool.models.losses import output_loss  # noqa: E402
+from seqtool.models.recurrent.layers import BiRecurrent  # noqa: E402
 
 
 def timed(fn, repeats: int = 5) -> float:

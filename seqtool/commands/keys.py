@@ -62,11 +62,12 @@ def _nested(annotation: Any) -> type[BaseModel] | None:
 
 def _component_tables(header: str) -> list[str]:
     """The options of each registered cell and norm (`model.cell: {name: ..., option: ...}`)."""
-    from seqtool.models.cells import CELLS
-    from seqtool.models.norms import NORMS
+    from seqtool.models.recurrent.cells import CELLS
+    from seqtool.models.recurrent.norms import NORMS
 
     parts = []
     for key, registry in (("cell", CELLS), ("norm", NORMS)):
+        parts += ["", f"`model.{key}` names a registered {registry.kind}: {', '.join(registry.names())}"]
         for name in registry.names():
             rows = _rows(registry.get(name).config, f"model.{key}.")[1:]  # after `name`
             if rows:

@@ -19,7 +19,7 @@ import torch
 
 from seqtool.data.formal import DFA
 from seqtool.errors import SeqtoolError
-from seqtool.models.state_reg import StateRegularizedCell
+from seqtool.models.recurrent.state_reg import StateRegularizedCell
 
 
 def _checked_layer(model) -> StateRegularizedCell:

@@ -9,7 +9,6 @@ identical.
 
 from __future__ import annotations
 
-import difflib
 from functools import partial
 from typing import Annotated, Any, ClassVar
 
@@ -51,9 +50,7 @@ def parse_component(registry: Registry, value: Any) -> ComponentConfig:
         raise ValueError(f"a {registry.kind} is a name or a mapping with a 'name' key (got {value!r})")
     name = value["name"]
     if name not in registry.names():
-        close = difflib.get_close_matches(name, registry.names(), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown {registry.kind} {name!r}{hint} (known: {', '.join(registry.names())})")
+        raise ValueError(registry.unknown(name))
     try:
         return registry.get(name).config.model_validate(value)
     except ValidationError as err:

@@ -2,7 +2,7 @@
 the paper reports it: error per task (%), their mean, and the number of failed tasks (error > 5%).
 
 Training batches are shuffled questions of every task together (joint training when several tasks
-are prepared). Validation feeds the model's linear-start switch (seqtool/models/memn2n.py): the
+are prepared). Validation feeds the model's linear-start switch (seqtool/models/memory/memn2n.py): the
 validation loss decides when the memory softmaxes come back.
 """
 

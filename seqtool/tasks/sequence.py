@@ -264,7 +264,7 @@ class SequenceTask(Task):
         return collate(self.split("train"), item, self.io).to(self.device)
 
     def evaluate(self, model, name: str, settings=None, limit: int | None = None) -> dict[str, float]:
-        from seqtool.models.sequence import objective_loss
+        from seqtool.models.recurrent.sequence import objective_loss
 
         split = self.split(name)
         count = len(split) if limit is None else min(limit, len(split))

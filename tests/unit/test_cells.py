@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from seqtool.data.sequences import arma_task
-from seqtool.models.layers import Recurrent
-from seqtool.models.orthogonal import NCGRUCell
-from seqtool.models.state_reg import StateRegularizedCell
+from seqtool.models.recurrent.layers import Recurrent
+from seqtool.models.recurrent.orthogonal import NCGRUCell
+from seqtool.models.recurrent.state_reg import StateRegularizedCell
 
 CELLS = ["rnn", "gru", "lstm", "gru_chung", "lstm_peephole", "ncgru", "arma", "sr_gru", "sr_lstm"]
 

@@ -14,8 +14,8 @@ from seqtool.commands.recipes import recipe_from_dict
 from seqtool.decoding.search import search
 from seqtool.errors import SeqtoolError
 from seqtool.models.base import VocabSizes
-from seqtool.models.conv import scale_grad
-from seqtool.models.convs2s import ConvS2S, ConvS2SConfig
+from seqtool.models.conv.convs2s import ConvS2S, ConvS2SConfig
+from seqtool.models.conv.layers import scale_grad
 from seqtool.recipe.schema import DecodeSpec
 from tests.conftest import assert_incremental_equals_forward, padded_batch
 

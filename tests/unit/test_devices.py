@@ -8,7 +8,7 @@ import torch
 from seqtool.data.batching import collate_pairs
 from seqtool.data.datasets import ParallelSplit, Sequences
 from seqtool.models.base import VocabSizes
-from seqtool.models.rnn import RNNSeq2Seq, RNNSeq2SeqConfig
+from seqtool.models.recurrent.rnn import RNNSeq2Seq, RNNSeq2SeqConfig
 from seqtool.training.trainer import LossModule
 
 

@@ -14,8 +14,8 @@ from seqtool.commands.recipes import recipe_from_dict
 from seqtool.data.batching import stream_blocks
 from seqtool.errors import SeqtoolError
 from seqtool.models.base import VocabSizes
-from seqtool.models.conv import apply_gate
-from seqtool.models.gcnn import GCNN, GCNNConfig, build_gcnn
+from seqtool.models.conv.gcnn import GCNN, GCNNConfig, build_gcnn
+from seqtool.models.conv.layers import apply_gate
 
 BLOCKS = [{"channels": 16, "kernel": 3, "repeat": 2}, {"channels": 24, "kernel": 4, "bottleneck": 8},
           {"channels": 20, "kernel": 2}]

@@ -6,8 +6,8 @@ import torch
 
 from seqtool.errors import SeqtoolError
 from seqtool.models.base import VocabSizes
-from seqtool.models.gnmt import GNMT, GNMTConfig
-from seqtool.models.layers import BiRecurrent, Recurrent
+from seqtool.models.recurrent.gnmt import GNMT, GNMTConfig
+from seqtool.models.recurrent.layers import BiRecurrent, Recurrent
 from tests.conftest import assert_incremental_equals_forward, padded_batch
 
 CONFIGS = [

@@ -11,7 +11,7 @@ import torch
 
 from seqtool.commands.recipes import recipe_from_dict
 from seqtool.errors import SeqtoolError
-from seqtool.models.memn2n import (
+from seqtool.models.memory.memn2n import (
     LinearStart,
     MemN2N,
     MemN2NConfig,

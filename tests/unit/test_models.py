@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from seqtool.models.base import VocabSizes
-from seqtool.models.rnn import RNNLM, RNNLMConfig, RNNSeq2Seq, RNNSeq2SeqConfig
+from seqtool.models.recurrent.rnn import RNNLM, RNNLMConfig, RNNSeq2Seq, RNNSeq2SeqConfig
 from tests.conftest import assert_incremental_equals_forward, padded_batch
 
 SEQ2SEQ = [

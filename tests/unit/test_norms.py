@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from seqtool.models.cells import norm_config
-from seqtool.models.layers import Recurrent
-from seqtool.models.norms import build_norm
+from seqtool.models.recurrent.cells import norm_config
+from seqtool.models.recurrent.layers import Recurrent
+from seqtool.models.recurrent.norms import build_norm
 
 
 def make(spec, features=6, shift=True):

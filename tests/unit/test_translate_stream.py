@@ -9,7 +9,7 @@ from seqtool.data.tokenizer import SPECIALS, WordTokenizer
 from seqtool.data.vocab import Vocabs
 from seqtool.decoding import translate
 from seqtool.models.base import VocabSizes
-from seqtool.models.gnmt import GNMT, GNMTConfig
+from seqtool.models.recurrent.gnmt import GNMT, GNMTConfig
 from seqtool.recipe.schema import DecodeSpec
 
 

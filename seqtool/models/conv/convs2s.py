@@ -43,7 +43,15 @@ from torch import nn
 
 from seqtool.models.base import Rows, Seq2SeqModel, StepOut, VocabSizes
 from seqtool.models.config import ModelConfig
-from seqtool.models.conv import SQRT_HALF, ConvBlockSpec, WindowConv, conv_std, expand_blocks, normed_linear, scale_grad
+from seqtool.models.conv.layers import (
+    SQRT_HALF,
+    ConvBlockSpec,
+    WindowConv,
+    conv_std,
+    expand_blocks,
+    normed_linear,
+    scale_grad,
+)
 from seqtool.models.layers import Dropout
 from seqtool.registry import MODELS
 from seqtool.specials import PAD

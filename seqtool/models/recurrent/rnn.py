@@ -27,19 +27,20 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from seqtool.models.base import LanguageModel, Rows, Seq2SeqModel, StepOut, VocabSizes
-from seqtool.models.cells import CELLS, compatibility_problem
 from seqtool.models.components import component_field
 from seqtool.models.config import ModelConfig
-from seqtool.models.layers import Attention, Dropout, Recurrent, RecurrentEncoder
-from seqtool.models.norms import NORMS, SiteNorm
+from seqtool.models.layers import Attention, Dropout
+from seqtool.models.recurrent.cells import CELLS, compatibility_problem
+from seqtool.models.recurrent.layers import Recurrent, RecurrentEncoder
+from seqtool.models.recurrent.norms import NORMS, SiteNorm
 from seqtool.registry import MODELS
 from seqtool.specials import PAD
 
 Cell = component_field(CELLS)
 Norm = component_field(NORMS)
-CELL_HELP = ("a registered cell (seqtool/models/cells.py): rnn (tanh), lstm, gru, gru_chung, lstm_peephole, "
-             "ncgru, arma, sr_gru, sr_lstm; a name or {name: ..., options}")
-NORM_HELP = "normalization inside the cell: none, layer, batch, recurrent_batch, bln, atn (seqtool/models/norms.py)"
+# The names come from the registries (`seqtool keys` lists each cell's and norm's options), not from a copy here.
+CELL_HELP = "a registered cell (seqtool/models/recurrent/): a name or {name: ..., options}"
+NORM_HELP = "normalization inside the cell: a registered norm (seqtool/models/recurrent/norms.py), or none"
 
 
 class RecurrentConfig(ModelConfig):

@@ -28,8 +28,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from seqtool.models.cells import CELLS, CellConfig, CellLayer
 from seqtool.models.components import ComponentConfig
+from seqtool.models.recurrent.cells import CELLS, CellConfig, CellLayer
 
 
 class NCGRUConfig(CellConfig):

@@ -31,7 +31,7 @@ from torch import nn
 from seqtool.errors import SeqtoolError
 from seqtool.models.base import LanguageModel, LossOut, VocabSizes, detach
 from seqtool.models.config import ModelConfig
-from seqtool.models.conv import (
+from seqtool.models.conv.layers import (
     GATED,
     SQRT_HALF,
     ConvBlockSpec,

@@ -24,8 +24,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from seqtool.models.cells import CELLS, CellConfig, CellLayer, GRUCell, LSTMCell, norm_config
 from seqtool.models.components import ComponentConfig
+from seqtool.models.recurrent.cells import CELLS, CellConfig, CellLayer, GRUCell, LSTMCell, norm_config
 
 
 class SRConfig(CellConfig):

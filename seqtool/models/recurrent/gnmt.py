@@ -48,8 +48,9 @@ from torch import nn
 
 from seqtool.models.base import Rows, Seq2SeqModel, StepOut, VocabSizes
 from seqtool.models.config import ModelConfig
-from seqtool.models.layers import Attention, Dropout, Recurrent, RecurrentEncoder
-from seqtool.models.rnn import init_uniform
+from seqtool.models.layers import Attention, Dropout
+from seqtool.models.recurrent.layers import Recurrent, RecurrentEncoder
+from seqtool.models.recurrent.rnn import init_uniform
 from seqtool.registry import MODELS
 from seqtool.specials import PAD
 

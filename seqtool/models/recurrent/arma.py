@@ -20,8 +20,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from seqtool.models.cells import CELLS, CellConfig, CellLayer
 from seqtool.models.components import ComponentConfig
+from seqtool.models.recurrent.cells import CELLS, CellConfig, CellLayer
 
 ACTIVATIONS = {"linear": lambda z: z, "tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
 

@@ -1,7 +1,7 @@
 """Recurrent cells, registered by name for `cell:` in every recurrent model (layers.Recurrent runs them).
 
 Plain `rnn`, `gru` and `lstm` without a norm run on torch's fused kernels (nn.RNN/GRU/LSTM). Every
-other cell, and these three with a norm (seqtool/models/norms.py), is a `CellLayer`: the input side of
+other cell, and these three with a norm (seqtool/models/recurrent/norms.py), is a `CellLayer`: the input side of
 all steps is computed at once (one matmul, and the input-site norm over the whole sequence), then a
 Python loop runs `step`, which only does the recurrent matmul and elementwise work. The time loop is
 measured against the fused LSTM in bench/cells.py.
@@ -34,7 +34,7 @@ from pydantic import Field
 from torch import nn
 
 from seqtool.models.components import ComponentConfig, parse_component
-from seqtool.models.norms import NORMS, SiteNorm, build_norm
+from seqtool.models.recurrent.norms import NORMS, SiteNorm, build_norm
 from seqtool.registry import Registry
 
 CELLS = Registry("cell")

@@ -21,8 +21,9 @@ from torch import nn
 
 from seqtool.errors import SeqtoolError
 from seqtool.models.base import LossOut, VocabSizes
-from seqtool.models.layers import Dropout, Recurrent
-from seqtool.models.rnn import RecurrentConfig
+from seqtool.models.layers import Dropout
+from seqtool.models.recurrent.layers import Recurrent
+from seqtool.models.recurrent.rnn import RecurrentConfig
 from seqtool.registry import MODELS
 
 
