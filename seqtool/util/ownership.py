@@ -2,9 +2,10 @@
 
 A run directory carries a marker file (RUN_MARKER; runs made before it existed are recognised by their
 recipe.yaml beside a checkpoints/ folder); a prepared directory carries PREPARED_MARKER from the moment
-its staging copy is made. A directory without its marker that holds anything is someone else's and is
-refused, never renamed aside or removed. Builders and trainers take an flock on a lock file, so a
-second process waits for (prepare) or is refused (train) rather than working over the first.
+its staging copy is made (older ones, seqtool's manifest.json). A directory without its marker that
+holds anything is someone else's and is refused, never renamed aside or removed. Builders and trainers
+take an flock on a lock file, so a second process waits for (prepare) or is refused (train) rather
+than working over the first.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +27,16 @@ PREPARED_MARKER = ".seqtool-prepared"
 def is_run_dir(directory: Path) -> bool:
     return (directory / RUN_MARKER).is_file() or (
         (directory / "recipe.yaml").is_file() and (directory / "checkpoints").is_dir())
+
+
+def is_prepared_dir(directory: Path) -> bool:
+    if (directory / PREPARED_MARKER).is_file():
+        return True
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"seqtool", "fingerprint"} <= manifest.keys()
 
 
 def claim_run_dir(run_dir: Path) -> None:
@@ -46,7 +58,7 @@ def check_replaceable(directory: Path, key: str) -> None:
         return
     if not directory.is_dir():
         raise SeqtoolError(f"{key}: {directory} is not a directory")
-    if not (directory / PREPARED_MARKER).is_file() and any(directory.iterdir()):
+    if not is_prepared_dir(directory) and any(directory.iterdir()):
         raise SeqtoolError(f"{key}: {directory} is not empty and not made by seqtool (no {PREPARED_MARKER}); "
                            "choose another directory, or empty it yourself")
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from seqtool.util.ownership import PREPARED_MARKER
+
 from tests.reliability import test_bad_input
 from tests.reliability.test_bad_input import check_error, invoke
 
@@ -85,6 +87,23 @@ def test_seqtool_still_replaces_what_it_made(repo_like, capsys, monkeypatch):
         assert code == 0, err
         assert f'"max_len": {max_len}' in (repo_like / "prep" / "manifest.json").read_text()
     assert sorted(p.name for p in repo_like.iterdir() if p.name.startswith("prep")) == ["prep"]
+
+
+def test_a_manifest_marks_older_prepared_dirs_but_only_seqtools(repo_like, capsys, monkeypatch):
+    """Prepared directories made before the marker file existed are known by seqtool's manifest; a web
+    app's manifest.json is not seqtool's."""
+    code, _, err = invoke(["prepare", "r.yaml", "--set", "data.prepared_dir=prep"], capsys, monkeypatch)
+    assert code == 0, err
+    (repo_like / "prep" / PREPARED_MARKER).unlink()
+    code, _, err = invoke(["prepare", "r.yaml", "--set", "data.prepared_dir=prep", "--set", "data.max_len=99"],
+                          capsys, monkeypatch)
+    assert code == 0, err
+    site = repo_like / "site"
+    site.mkdir()
+    (site / "manifest.json").write_text('{"name": "my app", "icons": []}')
+    code, _, err = invoke(["prepare", "r.yaml", "--set", "data.prepared_dir=site"], capsys, monkeypatch)
+    check_error(code, err, "site", "not made by seqtool")
+    assert (site / "manifest.json").read_text() == '{"name": "my app", "icons": []}'
 
 
 def test_output_dir_naming_a_file_is_one_line(repo_like, capsys, monkeypatch):
@@ -171,3 +190,13 @@ def test_a_refused_resume_with_changed_settings_changes_nothing(corpus, capsys, 
     check_error(code, err, "another tokenizer")
     assert snapshot(Path("runs/tiny")) == before
 
+
+
+def test_a_prepared_dir_naming_a_run_is_refused(corpus, capsys, monkeypatch):
+    """Another path: data.prepared_dir naming a trained run replaced the whole run, checkpoints and all."""
+    code, _, err = invoke(["train", "r.yaml", "--set", "train.max_steps=2"], capsys, monkeypatch)
+    assert code == 0, err
+    before = snapshot(Path("runs"))
+    code, _, err = invoke(["prepare", "r.yaml", "--set", "data.prepared_dir=runs/tiny"], capsys, monkeypatch)
+    check_error(code, err, "runs/tiny", "not made by seqtool")
+    assert snapshot(Path("runs")) == before
