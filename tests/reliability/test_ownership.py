@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from seqtool.util.ownership import PREPARED_MARKER
-
 from tests.reliability import test_bad_input
 from tests.reliability.test_bad_input import check_error, invoke
 
