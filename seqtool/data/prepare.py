@@ -1,7 +1,9 @@
 """`prepare`: train the tokenizers, encode every split into memory-mapped arrays, write a manifest.
 
 Layout of a prepared directory:
-    manifest.json                inputs (path, sha256, lines), counts, tokenizer hash, format
+    manifest.json                inputs (path, sha256, lines), counts, tokenizer hash, format, and
+                                 `files`: every file's size (all present = up to date)
+    .seqtool-prepared            marks the directory as seqtool's to replace
     tokenizer/                   the Vocabs (see vocab.py)
     raw/                         generated corpora (synthetic tasks only)
     refs/<split>.src / .tgt      raw text of valid/test pairs, for decoding and BLEU
@@ -72,7 +74,7 @@ def prepare(recipe: Recipe, log=print, verify=None) -> Path:
         counts = {name: _encode_split(recipe, name, split, vocabs, stage) for name, split in sources.items()}
         return _manifest(recipe, fingerprint, vocabs, counts, stage)
 
-    inputs = [] if spec.generate is not None else [  # generated corpora are written into the stage
+    inputs = [] if spec.generate is not None else [  # generated corpora have no files to protect
         Path(p) for split in splits.values() for p in split.model_dump(exclude_none=True).values()]
     manifest = build_prepared(prepared_place(recipe), fingerprint, build, log, inputs=inputs, verify=verify)
     if manifest is not None:
@@ -98,25 +100,34 @@ def build_prepared(out: Path, fingerprint: dict, build, log, *, inputs: list[Pat
     stage, old = (out.with_name(f"{out.name}.{suffix}") for suffix in ("partial", "old"))
     for place in (out, stage, old):
         check_replaceable(place, "data.prepared_dir")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SeqtoolError(f"data.prepared_dir: {out}: cannot create ({err.strerror})") from None
     with locked(out.with_name(f".{out.name}.lock"), lambda: log(f"prepare: waiting for another seqtool "
                                                                    f"preparing {out}")):
-        if _up_to_date(out, fingerprint, log, verify):
+        if _up_to_date(out, fingerprint, log, verify):  # the other process may have made it meanwhile
             return None
+        return _build_in_stage(stage, build, verify, lambda: _swap_into_place(stage, out, old))
+
+
+def _build_in_stage(stage: Path, build, verify, swap) -> dict:
+    """Build into a fresh stage marked as seqtool's, list its files in the manifest, write that last,
+    and `swap` the stage into place; a failure at any point removes the stage."""
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    (stage / PREPARED_MARKER).touch()
+    try:
+        manifest = build(stage)
+        manifest["files"] = {str(p.relative_to(stage)): p.stat().st_size
+                             for p in sorted(stage.rglob("*")) if p.is_file()}
+        if verify is not None:
+            verify(stage)
+        atomic_write_text(stage / "manifest.json", json.dumps(manifest, indent=1))
+        swap()
+    except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
-        stage.mkdir()
-        (stage / PREPARED_MARKER).touch()
-        try:
-            manifest = build(stage)
-            manifest["files"] = {str(p.relative_to(stage)): p.stat().st_size
-                                 for p in sorted(stage.rglob("*")) if p.is_file()}
-            if verify is not None:
-                verify(stage)
-            atomic_write_text(stage / "manifest.json", json.dumps(manifest, indent=1))
-            _swap_into_place(stage, out, old)
-        except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
-            raise
+        raise
     return manifest
 
 
