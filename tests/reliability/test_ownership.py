@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from seqtool.recipe.schema import own_directory
 from seqtool.util.ownership import PREPARED_MARKER
 from tests.reliability import test_bad_input
 from tests.reliability.test_bad_input import check_error, invoke
@@ -41,6 +42,14 @@ def test_dot_names_are_refused(repo_like, capsys, monkeypatch, override, key, co
     code, _, err = invoke([command, "r.yaml", "--set", override], capsys, monkeypatch)
     check_error(code, err, key)
     assert snapshot(repo_like) == before
+
+
+@pytest.mark.parametrize("value", ["/", "//", "a/..", "./", "", "..", "../.."])
+def test_the_root_and_dot_paths_name_no_directory(value):
+    """The rule alone, on strings (nothing is pointed at the real root)."""
+    with pytest.raises(ValueError, match="names no directory of its own"):
+        own_directory(value)
+    assert own_directory("../runs/x") == "../runs/x" and own_directory(None) is None
 
 
 @pytest.mark.parametrize("prepared", ["data", "data/train.src", "."])
