@@ -76,7 +76,7 @@ def _names_an_open_file(path: Path) -> bool:
     """Whether `path` or a link it leads through lies in /proc, as /dev/stdout -> /proc/self/fd/1 does."""
     hop = Path(os.path.abspath(path))
     for _ in range(40):  # the kernel's own limit on links followed
-        if os.path.realpath(hop.parent).startswith("/proc/"):
+        if f"{os.path.realpath(hop.parent)}/".startswith("/proc/"):
             return True
         if not hop.is_symlink():
             return False
@@ -86,8 +86,9 @@ def _names_an_open_file(path: Path) -> bool:
 
 @contextlib.contextmanager
 def _written_through(path: Path, mode: str, encoding: str | None) -> Iterator[IO]:
+    """Opened to append, not truncate: /dev/stdout of `>> log` names a file the shell opened to append."""
     try:
-        with open(path, mode, encoding=encoding) as handle:
+        with open(path, mode.replace("w", "a"), encoding=encoding) as handle:
             yield handle
     except OSError as err:
         raise _write_error(path, err) from None

@@ -91,6 +91,25 @@ def test_a_symlink_keeps_its_link_and_its_target_gets_the_output(kind, trained, 
     check_written(kind, target)
 
 
+def test_a_link_to_an_open_file_appends_like_the_shell(trained, tmp_path, capsys, monkeypatch):
+    """`-o /dev/stdout >> log` in small: a link in tmp_path to /proc/self/fd/N, N this process's
+    append-mode descriptor of a log with content; the output goes after it, the link stays."""
+    log = tmp_path / "log"
+    log.write_text("earlier\n")
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    link = tmp_path / "stdout"
+    link.symlink_to(f"/proc/self/fd/{fd}")
+    try:
+        args, stdin = write_command("translate", trained, link)
+        code, _, err = invoke(args, capsys, monkeypatch, stdin=stdin)
+    finally:
+        os.close(fd)
+    assert code == 0, err
+    assert link.is_symlink()
+    lines = log.read_text().splitlines()
+    assert lines[0] == "earlier" and len(lines) == 3
+
+
 def test_a_directory_as_output_is_one_line(trained, tmp_path, capsys, monkeypatch):
     args, stdin = write_command("translate", trained, tmp_path)
     code, _, err = invoke(args, capsys, monkeypatch, stdin=stdin)
