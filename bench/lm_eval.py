@@ -22,11 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from seqtool.commands.runs import count_parameters, load_run  # noqa: E402
 from seqtool.commands.tasks import open_task  # noqa: E402
+from seqtool.data.prepare import prepared_dir  # noqa: E402
 
 
 def measure(target: str, split: str, repeats: int) -> dict:
     run = load_run(target)
-    task = open_task(run.recipe, torch.device("cpu"), prepare=False)
+    task = open_task(run.recipe, torch.device("cpu"), directory=prepared_dir(run.recipe))
     metrics = task.evaluate(run.model, split)
     times = []
     for _ in range(repeats):

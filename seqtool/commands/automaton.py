@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from seqtool.commands.evaluate import run_data
 from seqtool.commands.runs import load_run, pick_device
 from seqtool.commands.tasks import open_task
 from seqtool.data.formal import DFA, TOMITA, counterexample, minimize
@@ -25,7 +26,7 @@ def automaton_report(target: Path, split: str, device: str = "auto") -> str:
         word = counterexample(minimal, truth)
         verdict = "exact (same language)" if word is None else f"differs, e.g. on {''.join(map(str, word)) or 'ε'}"
         text += f"Tomita {spec.grammar}: minimal DFA {len(minimize(truth).accept)} states; extracted: {verdict}\n"
-        task = open_task(run.recipe, pick_device(device))
+        task = open_task(run.recipe, pick_device(device), directory=run_data(run))
         for key, value in split_agreement(task, run.model, extracted, split).items():
             text += f"{split} {key}\t{value:.4f}\n"
     return text

@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 
 from seqtool.commands.recipes import Recipe
-from seqtool.data.prepare import prepared_dir
 from seqtool.registry import TASKS
 from seqtool.tasks.base import Task
 
@@ -18,14 +17,16 @@ def task_class(name: str) -> type[Task]:
     return TASKS.get(name).builder
 
 
-def prepare_task(recipe: Recipe, log: Callable[[str], None] = lambda _: None) -> Path:
-    """Prepare the recipe's data (a no-op when up to date); returns the prepared directory."""
-    return task_class(recipe.task).prepare(recipe, log=log)
+def prepare_task(recipe: Recipe, log: Callable[[str], None] = lambda _: None,
+                 verify: Callable[[Path], None] | None = None) -> Path:
+    """Prepare the recipe's data (a no-op when up to date); returns the prepared directory. `verify`
+    may refuse existing data before anything is replaced."""
+    return task_class(recipe.task).prepare(recipe, log=log, verify=verify)
 
 
-def open_task(recipe: Recipe, device: torch.device | str = "cpu", *, prepare: bool = True,
+def open_task(recipe: Recipe, device: torch.device | str = "cpu", *, directory: Path | None = None,
               log: Callable[[str], None] = lambda _: None, rank: int = 0, world: int = 1) -> Task:
-    """The recipe's task for one process, on data prepared first unless `prepare` is false (another
-    process prepared it)."""
-    directory = prepare_task(recipe, log) if prepare else prepared_dir(recipe)
+    """The recipe's task for one process, on `directory` when its data is prepared already (by another
+    process, or checked by the caller), else on data prepared first."""
+    directory = prepare_task(recipe, log) if directory is None else directory
     return task_class(recipe.task)(recipe, directory, device, rank=rank, world=world)
