@@ -28,8 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqtool import __version__
-from seqtool.data.prepare import FORMAT, build_prepared, data_root, prepared_place, token_dtype
+from seqtool.data.prepare import FORMAT, build_prepared, data_root, manifest_header, prepared_place, token_dtype
 from seqtool.data.textio import sha256_file
 from seqtool.data.tokenizer import PAD, train_tokenizer
 from seqtool.data.vocab import Vocabs, directory_sha256
@@ -153,7 +152,7 @@ def prepare_babi(recipe, log=print, verify=None) -> Path:
         vocabs = _train_vocab(recipe, splits["train"])
         vocabs.save(stage / "tokenizer")
         counts = {name: _write_split(stage, name, parts, vocabs, spec.memory_size) for name, parts in splits.items()}
-        return {"format": FORMAT, "seqtool": __version__, "fingerprint": fingerprint, "task": recipe.task,
+        return {**manifest_header(recipe, fingerprint),
                 "tokenizer_sha256": directory_sha256(stage / "tokenizer"),
                 "vocab": {"src": len(vocabs.src), "tgt": len(vocabs.tgt), "joint": True},
                 "tasks": sorted(files), "skipped": {str(t): n for t, n in skipped.items()}, "splits": counts}

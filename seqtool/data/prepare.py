@@ -299,9 +299,14 @@ def _encode_pairs(recipe: Recipe, name: str, split: SplitSpec, vocabs: Vocabs, o
             "src_tokens": writers["src"].offsets[-1], "tgt_tokens": writers["tgt"].offsets[-1]}
 
 
+def manifest_header(recipe: Recipe, fingerprint: dict) -> dict:
+    """The keys every prepared directory's manifest.json starts with, whichever task wrote it."""
+    return {"format": FORMAT, "seqtool": __version__, "fingerprint": fingerprint, "task": recipe.task}
+
+
 def _manifest(recipe: Recipe, fingerprint: dict, vocabs: Vocabs, counts: dict, stage: Path) -> dict:
     return {
-        "format": FORMAT, "seqtool": __version__, "fingerprint": fingerprint, "task": recipe.task,
+        **manifest_header(recipe, fingerprint),
         "tokenizer_sha256": directory_sha256(stage / "tokenizer"),
         "vocab": {"src": len(vocabs.src), "tgt": len(vocabs.tgt), "joint": vocabs.joint},
         "dtype": {"src": token_dtype(len(vocabs.src)).name, "tgt": token_dtype(len(vocabs.tgt)).name,

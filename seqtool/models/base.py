@@ -1,8 +1,22 @@
-"""The contracts every model keeps: a loss on a batch for the trainer, and encode/start/step with an
-explicit, reorderable state for search. Search and training never look inside a model."""
+"""The contracts models keep, written down: search, the trainer and the tasks know a model only
+through these, never by looking inside it.
+
+    Model              every model: `loss(batch, label_smoothing, state) -> LossOut` for the trainer,
+                       and two hooks with neutral defaults: `schedule_clock(step)` (where the trainer
+                       reads its learning-rate schedule) and `validated(metrics)` (after each
+                       validation: a per-validation switch such as MemN2N's linear start)
+    Seq2SeqModel       translation: teacher-forced `forward(src, src_mask, tgt_in)` and
+                       `encode / start / step` with an explicit, reorderable state for search
+    LanguageModel      `forward(inputs, state) -> (features, state)`; state carried between blocks
+    ClassifierModel    one answer per example (bAbI QA): `forward(story, query) -> (logits, extra)`
+    SequenceModel      an output at every step (sequence tasks): `outputs(batch)` and `describe()`
+
+Each is an abstract base class: a subclass that misses a method fails when it is built, not mid-run.
+A new family subclasses the one its task expects (seqtool/tasks/*.py says which)."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields, replace
 from typing import NamedTuple
 
@@ -54,25 +68,43 @@ class LossOut(NamedTuple):
     state: object = None  # recurrent state carried to the next block (LMs), detached
 
 
-class Seq2SeqModel(nn.Module):
+class Model(nn.Module, ABC):
+    """What the trainer asks of every model."""
+
+    @abstractmethod
+    def loss(self, batch, label_smoothing: float = 0.0, state=None) -> LossOut:
+        """The training objective summed over a task's batch; `state` is what the previous batch returned."""
+
+    def schedule_clock(self, step: int) -> tuple[int, float]:
+        """The step at which the trainer reads its learning-rate schedule, and a multiplier for it."""
+        return step, 1.0
+
+    def validated(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Take the metrics of a validation (rank 0 only); returns values to report with them."""
+        return {}
+
+
+class Seq2SeqModel(Model):
     """An encoder-decoder. Subclasses implement forward (teacher forcing), encode, start and step,
     and own an output layer `self.out` (nn.Linear) from features to vocabulary logits."""
 
     out: nn.Linear
 
+    @abstractmethod
     def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Features (B, T, D) before the output layer, for every target position given the gold prefix."""
-        raise NotImplementedError
 
+    @abstractmethod
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> Rows:
-        raise NotImplementedError
+        """The encoder's output for (B, S) source ids, as reorderable rows."""
 
+    @abstractmethod
     def start(self, enc: Rows) -> Rows:
-        raise NotImplementedError
+        """The decoder state before the first step."""
 
+    @abstractmethod
     def step(self, prev: torch.Tensor, state: Rows, enc: Rows) -> StepOut:
         """One decoding step for (N,) previous tokens."""
-        raise NotImplementedError
 
     def loss(self, batch, label_smoothing: float = 0.0, state=None) -> LossOut:
         features = self(batch.src, batch.src_mask, batch.tgt_in)
@@ -80,14 +112,15 @@ class Seq2SeqModel(nn.Module):
         return LossOut(loss, nll, batch.ntokens)
 
 
-class LanguageModel(nn.Module):
+class LanguageModel(Model):
     """A left-to-right LM. Subclasses implement forward(inputs, state) -> (features, state) and own
     an output layer `self.out`."""
 
     out: nn.Linear
 
+    @abstractmethod
     def forward(self, inputs: torch.Tensor, state=None):
-        raise NotImplementedError
+        """Features (B, T, D) before the output layer, and the state after the block."""
 
     def loss(self, batch, label_smoothing: float = 0.0, state=None) -> LossOut:
         features, state = self(batch.inputs, None if batch.first else state)
@@ -101,3 +134,23 @@ def detach(value):
     if isinstance(value, torch.Tensor):
         return value.detach()
     return type(value)(detach(v) for v in value)
+
+
+class ClassifierModel(Model):
+    """One answer per example (task qa): logits over the answers and what the model attended to."""
+
+    @abstractmethod
+    def forward(self, story: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, V) answer logits and (B, hops, M) attention over the memories."""
+
+
+class SequenceModel(Model):
+    """An output at every step of an input sequence (tasks synthetic and music)."""
+
+    @abstractmethod
+    def outputs(self, batch) -> torch.Tensor:
+        """(B, T, O) outputs for a SequenceBatch: logits per class head, Bernoulli logits or real values."""
+
+    def describe(self) -> dict[str, float]:
+        """Model-specific numbers reported with the evaluation metrics (none by default)."""
+        return {}

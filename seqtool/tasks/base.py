@@ -1,13 +1,21 @@
-"""What every task provides to `train`, `eval` and the trainer.
+"""What every task provides to `train`, `eval` and the trainer (the Task contract, an abstract base).
+
+A task is registered with its data spec (`TASKS.register(name, config=SpecClass)`, SpecClass a
+seqtool.recipe.schema.DataSpec): the recipe's `data` section is validated by it, so a new task is one
+module here plus its spec, with no edit to the schema or the trainer (import it in tasks/__init__.py).
 
 A task prepares its data once (rank 0, before training), then, per process, turns the prepared
 directory into batches: `epoch_batches(epoch)` is a pure function of the epoch (so resume can skip
-what was consumed), `batch(item)` makes the tensors, `validate`/`evaluate` measure a model and return
-plain numbers, among them every name in `metrics` that early stopping may select.
+what was consumed), `batch(item)` makes the tensors the model's `loss` takes, `validate`/`evaluate`
+measure a model and return plain numbers, among them every name in `metrics` that early stopping may
+select (seqtool/metric_table.py says which way each is better). The models a task trains keep one of
+the contracts in seqtool/models/base.py: translation a Seq2SeqModel, lm a LanguageModel, qa a
+ClassifierModel, synthetic and music a SequenceModel.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
@@ -17,7 +25,7 @@ from seqtool.data.vocab import Vocabs
 from seqtool.models.base import VocabSizes
 
 
-class Task:
+class Task(ABC):
     metrics: ClassVar[tuple[str, ...]] = ("loss",)
 
     def __init__(self, recipe, directory: Path, device, *, rank: int = 0, world: int = 1):
@@ -40,17 +48,21 @@ class Task:
     def sizes(self) -> VocabSizes:
         return VocabSizes(len(self.vocabs.src), len(self.vocabs.tgt))
 
+    @abstractmethod
     def epoch_batches(self, epoch: int) -> list:
-        raise NotImplementedError
+        """This rank's batch descriptions for an epoch (cheap: indices, not tensors)."""
 
+    @abstractmethod
     def batch(self, item):
-        raise NotImplementedError
+        """The tensors of one batch description, on the task's device."""
 
+    @abstractmethod
     def validate(self, model) -> dict[str, float]:
-        raise NotImplementedError
+        """Metrics on the validation split during training."""
 
+    @abstractmethod
     def evaluate(self, model, split: str, settings=None, limit: int | None = None) -> dict[str, float]:
-        raise NotImplementedError
+        """Metrics on a split; `settings` (a DecodeSpec) for tasks that decode."""
 
     def samples(self, model, split: str, settings, count: int) -> list[str]:
         """A few worked examples of a split for the log after training (none by default)."""

@@ -2,8 +2,8 @@
 the paper reports it: error per task (%), their mean, and the number of failed tasks (error > 5%).
 
 Training batches are shuffled questions of every task together (joint training when several tasks
-are prepared). Validation feeds the model's linear-start switch (seqtool/models/memory/memn2n.py): the
-validation loss decides when the memory softmaxes come back.
+are prepared). The model is a ClassifierModel (seqtool/models/base.py); its `validated` hook takes the
+validation loss (MemN2N's linear start: it decides when the memory softmaxes come back).
 """
 
 from __future__ import annotations
@@ -116,13 +116,9 @@ class QATask(Task):
                 **{f"error_qa{t}": e for t, e in errors.items()}}
 
     def validate(self, model) -> dict[str, float]:
-        """The mean error and failed count over validation questions; the loss drives linear start."""
+        """The loss, accuracy, mean error and failed count over validation questions."""
         results = self.evaluate(model, "valid")
-        switch = model.linear_start
-        metrics = {k: results[k] for k in ("loss", "accuracy", "mean_error", "failed_tasks")}
-        metrics["linear"] = float(switch.linear)  # the mode these numbers were measured in
-        switch.observe(results["loss"])
-        return metrics
+        return {k: results[k] for k in ("loss", "accuracy", "mean_error", "failed_tasks")}
 
     @classmethod
     def format_result(cls, result: dict) -> str:

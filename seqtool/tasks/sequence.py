@@ -21,12 +21,11 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from seqtool import __version__
 from seqtool.data import formal, sequences
 from seqtool.data.batching import shard
 from seqtool.data.datasets import PreparedData
 from seqtool.data.music import load_music
-from seqtool.data.prepare import FORMAT, build_prepared, data_root, prepared_place
+from seqtool.data.prepare import FORMAT, build_prepared, data_root, manifest_header, prepared_place
 from seqtool.data.sequences import Examples
 from seqtool.errors import SeqtoolError
 from seqtool.models.base import VocabSizes
@@ -166,8 +165,7 @@ def prepare_sequences(recipe, log=print, verify=None) -> Path:
             for array in ARRAYS:
                 np.save(stage / f"{name}.{array}.npy", getattr(examples, array))
         counts = {k: {"sequences": len(v), "steps": int(v.offsets[-1])} for k, v in splits.items()}
-        return {"format": FORMAT, "seqtool": __version__, "fingerprint": fingerprint, "task": recipe.task,
-                **io, "splits": counts}
+        return {**manifest_header(recipe, fingerprint), **io, "splits": counts}
 
     inputs = [data_root() / spec.file] if recipe.task == "music" else []
     manifest = build_prepared(out, fingerprint, build, log, inputs=inputs, verify=verify)

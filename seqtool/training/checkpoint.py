@@ -94,10 +94,6 @@ class CheckpointDir:
             if step not in protected:
                 self.step_path(step).unlink(missing_ok=True)
 
-    def latest(self) -> Path | None:
-        path = self.directory / "latest.pt"
-        return path if path.exists() else None
-
 
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": _plain(random.getstate())}

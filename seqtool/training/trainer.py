@@ -2,11 +2,11 @@
 
 A step: take `accumulate` batches, sum their losses normalised by the step's target tokens (over
 all ranks), skip the step if the loss or gradient is not finite, clip, update, schedule (at the step
-and scale a model's `schedule_clock` gives where it has one: MemN2N's linear start). Every
-`validate_every` steps the task measures the model; every `checkpoint.every` steps, at every new best
-validation (so `best.pt` is the best model validated, not the best one that fell on a checkpoint
-step), at the end and on SIGINT/SIGTERM, rank 0 writes a checkpoint that lets `--resume` continue
-exactly.
+and scale the model's `schedule_clock` hook gives: MemN2N's linear start). Every `validate_every`
+steps the task measures the model and the model's `validated` hook sees the metrics; every
+`checkpoint.every` steps, at every new best validation (so `best.pt` is the best model validated, not
+the best one that fell on a checkpoint step), at the end and on SIGINT/SIGTERM, rank 0 writes a
+checkpoint that lets `--resume` continue exactly.
 """
 
 from __future__ import annotations
@@ -189,8 +189,7 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
         norm = clip_gradients(params, self.spec.clip_norm, self.spec.clip_per_parameter)
-        clock = getattr(self.model, "schedule_clock", lambda step: (step, 1.0))
-        lr = self.schedule.apply(self.optimizer, *clock(self.state.step))
+        lr = self.schedule.apply(self.optimizer, *self.model.schedule_clock(self.state.step))
         if not (math.isfinite(nll) and math.isfinite(float(norm))):
             self._skip_step(nll)
         else:
@@ -222,7 +221,7 @@ class Trainer:
 
     def _validate(self) -> dict:
         self.model.eval()
-        metrics = self.task.validate(self.model) if self.dist.main else {}
+        metrics = self._measure() if self.dist.main else {}
         metric = self.spec.early_stopping.metric
         self._track_best(broadcast_value(metrics.get(metric, 0.0), self.dist, self.device))
         self.state.last_validated = self.state.step
@@ -230,6 +229,10 @@ class Trainer:
         shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         self.obs.info(f"valid step {self.state.step}: {shown}" + (" (best)" if self._is_best() else ""))
         return metrics
+
+    def _measure(self) -> dict:
+        metrics = self.task.validate(self.model)
+        return {**metrics, **self.model.validated(metrics)}
 
     def _better(self, a: float, b: float) -> bool:
         return better(self.spec.early_stopping.metric, a, b)

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from seqtool.models.base import LanguageModel, LossOut, VocabSizes
+from seqtool.models.base import ClassifierModel, LanguageModel, LossOut, VocabSizes
 from seqtool.models.config import ModelConfig
 from seqtool.registry import MODELS
 from seqtool.specials import PAD
@@ -222,7 +222,7 @@ def encode_sentences(words: torch.Tensor, bags: torch.Tensor, coefficients: torc
     return plain * coefficients[0] + relative * coefficients[1]
 
 
-class MemN2N(nn.Module):
+class MemN2N(ClassifierModel):
     def __init__(self, cfg: MemN2NConfig, vocab: int):
         super().__init__()
         self.cfg = cfg
@@ -245,6 +245,12 @@ class MemN2N(nn.Module):
     def schedule_clock(self, step: int) -> tuple[int, float]:
         """The step at which the trainer reads its lr schedule, and a multiplier (linear start's)."""
         return self.linear_start.clock(step, self.cfg.linear_start_lr)
+
+    def validated(self, metrics: dict[str, float]) -> dict[str, float]:
+        """The validation loss drives linear start; reports the mode the metrics were measured in."""
+        linear = float(self.linear_start.linear)
+        self.linear_start.observe(metrics["loss"])
+        return {"linear": linear}
 
     def memory_input(self, hop: int) -> MemoryEmbedding:
         """A^{hop+1} (hops count from 0 here)."""

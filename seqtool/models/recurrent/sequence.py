@@ -20,7 +20,7 @@ from pydantic import Field
 from torch import nn
 
 from seqtool.errors import SeqtoolError
-from seqtool.models.base import LossOut, VocabSizes
+from seqtool.models.base import LossOut, SequenceModel, VocabSizes
 from seqtool.models.layers import Dropout
 from seqtool.models.recurrent.layers import Recurrent
 from seqtool.models.recurrent.rnn import RecurrentConfig
@@ -39,7 +39,7 @@ class RNNSequenceConfig(RecurrentConfig):
                                "top layer's outputs are the predictions; needs hidden_dim = outputs per step)")
 
 
-class RNNSequence(nn.Module):
+class RNNSequence(SequenceModel):
     def __init__(self, cfg: RNNSequenceConfig, sizes: VocabSizes):
         super().__init__()
         if not cfg.output_layer and cfg.hidden_dim != sizes.tgt:
