@@ -37,3 +37,19 @@ def test_a_model_importing_a_command_breaks_the_layers(tmp_path):
     assert result.returncode != 0
     assert "seqtool.models.base -> seqtool.commands.runs" in result.stdout
     assert "layers, top to bottom BROKEN" in result.stdout
+
+
+def test_readme_layout_names_every_package_and_module():
+    """Every sub-package, model family and top-level module is in README's layout, and nothing else."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("<!-- layout: start -->", 1)[1].split("<!-- layout: end -->", 1)[0]
+    listed = {line.split()[0] for line in layout.splitlines() if line.startswith(("  ", "    ")) and
+              line.split()[0].endswith(("/", ".py"))}
+    package = REPO / "seqtool"
+
+    def entries(folder: Path) -> set[str]:
+        return {f"{p.name}/" for p in folder.iterdir() if (p / "__init__.py").exists()} | {
+            p.name for p in folder.glob("*.py") if p.stem not in ("__init__", "__main__")}
+
+    expected = entries(package) | {p for p in entries(package / "models") if p.endswith("/")}
+    assert listed == expected
