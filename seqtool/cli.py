@@ -4,21 +4,50 @@ logs and progress to stderr; a user error is one line on stderr and exit code 2.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from seqtool.errors import SeqtoolError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+class _Commands(TyperGroup):
+    """Every command, ending quietly with exit code 0 when its reader closes stdout (`| head`), as
+    Unix tools do; click would exit 1, which fails a pipeline under `set -o pipefail`."""
+
+    def invoke(self, ctx):
+        try:
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # inside the try: a close after the last write fails only here
+            return result
+        except BrokenPipeError:
+            # Python flushes stdout once more at exit; pointing it at /dev/null lets that succeed.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, evaluate and decode language and translation models from YAML recipes.")
 
 SetOpt = Annotated[list[str], typer.Option("--set", help="override a recipe key: --set train.max_steps=200 "
                                                           "(repeatable)")]
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="run directory or checkpoint .pt file")]
-DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or auto (overrides train.device)")]
+
+
+def _device(value: str | None) -> str | None:
+    from seqtool.recipe.schema import Device
+
+    if value is not None and value not in typing.get_args(Device):
+        raise SeqtoolError(f"--device {value}: expected one of {', '.join(typing.get_args(Device))}")
+    return value
+
+
+DeviceOpt = Annotated[str | None, typer.Option(callback=_device, help="cpu, cuda or auto (overrides train.device)")]
 BeamOpt = Annotated[int | None, typer.Option(help="beam width (1 = greedy)")]
 AlphaOpt = Annotated[float | None, typer.Option("--alpha", "--lenpen", help="GNMT length penalty")]
 BetaOpt = Annotated[float | None, typer.Option("--beta", "--covpen", help="GNMT coverage penalty")]
@@ -161,9 +190,6 @@ def main() -> None:
     except SeqtoolError as err:
         _err(f"seqtool: error: {err}")
         sys.exit(2)
-    except BrokenPipeError:
-        sys.stderr.close()
-        sys.exit(0)
     except Exception as err:
         from seqtool.training.trainer import Stopped
 

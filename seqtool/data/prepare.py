@@ -107,7 +107,9 @@ def _resolve_splits(spec: DataSpec, out: Path) -> dict[str, SplitSpec]:
         paths = {side: str(root / p) for side, p in split.model_dump().items() if p is not None}
         for side, path in paths.items():
             if not Path(path).is_file():
-                raise SeqtoolError(f"data.{name}.{side}: {path}: no such file (data root: {root}; "
+                # prepare reads a corpus several times (hash, tokenizer, encoding): a FIFO cannot serve
+                what = "not a regular file" if Path(path).exists() else "no such file"
+                raise SeqtoolError(f"data.{name}.{side}: {path}: {what} (data root: {root}; "
                                    "set SEQTOOL_DATA or fix the path)")
         resolved[name] = SplitSpec(**paths)
     if "valid" not in resolved:
@@ -116,7 +118,7 @@ def _resolve_splits(spec: DataSpec, out: Path) -> dict[str, SplitSpec]:
 
 
 def _fingerprint(recipe: Recipe, splits: dict[str, SplitSpec]) -> dict:
-    settings = recipe.data.model_dump(mode="json", exclude={"workers", "prepared_dir"})
+    settings = recipe.data.model_dump(mode="json", exclude={"prepared_dir"})
     inputs = {}
     if recipe.data.generate is None:
         for name, split in splits.items():

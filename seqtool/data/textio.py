@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import re
 from collections.abc import Iterable, Iterator
@@ -17,6 +18,8 @@ _HINT = " (data.encoding_errors: replace or skip lets it through)"
 # Control characters (Unicode category Cc) other than tab: invisible to every tokenizer, they
 # would otherwise be learnt as pieces or split words unpredictably, so they become spaces.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Editors on Windows start UTF-8 files with a byte-order mark; it is no part of the first line's text.
+BOM = codecs.BOM_UTF8
 
 
 def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -35,6 +38,8 @@ def decode_line(path: Path, number: int, raw: bytes, errors: str, hint: str = ""
 
     errors: "strict" fails naming the line and byte offset, "replace" substitutes U+FFFD.
     """
+    if number == 1:
+        raw = raw.removeprefix(BOM)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -11,33 +11,57 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from seqtool.errors import SeqtoolError
+from seqtool.data.textio import BOM
+from seqtool.errors import SeqtoolError, located
 from seqtool.recipe.overrides import apply_overrides
 from seqtool.recipe.schema import Recipe
+from seqtool.recipe.strict_yaml import load_yaml, problem
 from seqtool.util.files import atomic_write_text
 
-__all__ = ["Recipe", "load_recipe", "recipe_from_dict", "dump_recipe", "read_yaml"]
+__all__ = ["Recipe", "load_recipe", "recipe_from_dict", "dump_recipe", "read_yaml", "drop_retired"]
+# Keys that earlier versions wrote into every run's recipe and checkpoint: a stored recipe loses them
+# (drop_retired), a recipe a user gives that still sets one fails as an unknown key.
+RETIRED = (("data", "workers"),)
+
+
+MAX_RECIPE_BYTES = 1 << 20
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Safely load a YAML mapping, with errors that name the file and line."""
     path = Path(path)
+    data = _read_bounded(path).removeprefix(BOM)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SeqtoolError(f"{path}: no such file") from None
-    except (UnicodeDecodeError, IsADirectoryError, PermissionError) as err:
-        raise SeqtoolError(f"{path}: cannot read recipe ({err.__class__.__name__})") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        raise located(path, f"invalid UTF-8 at byte {err.start - line_start} of the line",
+                      data.count(b"\n", 0, err.start) + 1) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise SeqtoolError(f"{path}{line}: malformed YAML: {problem}") from None
+        line, what = problem(err)
+        raise located(path, f"malformed YAML: {what}", line) from None
+    if raw is None:
+        raise located(path, "empty recipe")
     if not isinstance(raw, dict):
-        raise SeqtoolError(f"{path}: a recipe is a YAML mapping of sections, got {type(raw).__name__}")
+        raise located(path, f"a recipe is a YAML mapping of sections, got {type(raw).__name__}")
     return raw
+
+
+def _read_bounded(path: Path) -> bytes:
+    """At most MAX_RECIPE_BYTES of a file, FIFO or device (a recipe may come from a process
+    substitution), refusing anything longer rather than reading without end."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_RECIPE_BYTES + 1)
+    except FileNotFoundError:
+        raise located(path, "no such file") from None
+    except OSError as err:
+        raise located(path, f"cannot read recipe ({err.strerror or err.__class__.__name__})") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise located(path, f"larger than {MAX_RECIPE_BYTES >> 20} MiB; not a recipe")
+    return data
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
@@ -65,6 +89,15 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
         raise SeqtoolError(f"{source}: {describe_error(err, prefix, config_cls)}") from None
     except SeqtoolError as err:  # an unknown task
         raise SeqtoolError(f"{source}: task: {err}") from None
+
+
+def drop_retired(stored: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a recipe stored by an earlier seqtool (in a checkpoint) without the RETIRED keys."""
+    raw = dict(stored)
+    for section, key in RETIRED:
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            raw[section] = {k: v for k, v in raw[section].items() if k != key}
+    return raw
 
 
 def dump_recipe(recipe: Recipe, path: str | Path) -> None:

@@ -10,6 +10,7 @@ from seqtool.models.config import ModelConfig
 
 RECIPE_VERSION = 1
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # autocast dtypes, as seqtool.util.precision reads them
+Device = Literal["auto", "cpu", "cuda"]  # no cuda:N: a run's rank picks its GPU (CUDA_VISIBLE_DEVICES narrows them)
 
 
 class Spec(BaseModel):
@@ -165,7 +166,6 @@ class DataSpec(Spec):
     encoding_errors: Literal["strict", "replace", "skip"] = Field(
         "strict", description="non-UTF-8 input: fail naming line and byte, replace bad bytes, or skip the line"
     )
-    workers: int = Field(0, ge=0, description="encoding processes; 0 = one per CPU core")
 
     @model_validator(mode="after")
     def _fill_corpus(self) -> DataSpec:
@@ -247,7 +247,7 @@ class TrainSpec(Spec):
         "auto", description="autocast dtype: auto = bf16 on CUDA, fp32 on a CPU; bf16 also on a CPU that computes "
         "bf16 natively (AVX512-BF16 or AMX; elsewhere fp32); fp16 (with a gradient scaler) on CUDA only"
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
+    device: Device = Field("auto", description="auto = cuda when available")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch (null: torch's default)")
     compile: bool = Field(False, description="torch.compile the model")
     validate_every: int = Field(1000, gt=0, description="validate every N steps (and at the end)")

@@ -12,7 +12,7 @@ from seqtool.data.prepare import prepared_dir
 from seqtool.decoding.search import SearchSettings
 from seqtool.errors import SeqtoolError
 from seqtool.observe import Observer
-from seqtool.recipe import Recipe, dump_recipe
+from seqtool.recipe import Recipe, drop_retired, dump_recipe
 from seqtool.runs import build_model, count_parameters, pack_tokenizer, pick_device, tokenizer_sha256
 from seqtool.tasks import TASKS
 from seqtool.training.checkpoint import CheckpointDir, load_checkpoint
@@ -94,7 +94,7 @@ def _prepare_task(recipe: Recipe, run_dir: Path, dist_info: DistInfo, device: to
 
 
 def _resume(trainer: Trainer, payload: dict, latest: Path, extra: dict, observer: Observer) -> None:
-    saved = payload["recipe"]
+    saved = drop_retired(payload["recipe"])
     if payload.get("tokenizer_sha256") != extra["tokenizer_sha256"]:
         raise SeqtoolError(f"{latest}: the checkpoint was trained with another tokenizer; resume needs the same data")
     for key in sorted(set(saved) | set(extra["recipe"])):
