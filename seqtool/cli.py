@@ -3,10 +3,12 @@ logs and progress to stderr; a user error is one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -15,14 +17,34 @@ from typer.core import TyperGroup
 
 from seqtool.errors import SeqtoolError
 
+_CLICK_ERRORS = sys.modules[typer.BadParameter.__module__]  # click's exceptions, or typer's vendored copy
+
+
+@contextlib.contextmanager
+def _usage_errors_in_one_line() -> Iterator[None]:
+    """A mistyped command, option or value as one `seqtool: error:` line (exit code 2) instead of
+    click's usage block; asking for nothing still shows the help."""
+    try:
+        yield
+    except getattr(_CLICK_ERRORS, "NoArgsIsHelpError", ()):
+        raise
+    except _CLICK_ERRORS.UsageError as err:
+        where = f" (see {err.ctx.command_path} --help)" if err.ctx else ""
+        raise SeqtoolError(" ".join(err.format_message().split()) + where) from None
+
 
 class _Commands(TyperGroup):
-    """Every command, ending quietly with exit code 0 when its reader closes stdout (`| head`), as
-    Unix tools do; click would exit 1, which fails a pipeline under `set -o pipefail`."""
+    """Every command, with usage errors in one line, ending quietly with exit code 0 when its reader
+    closes stdout (`| head`), as Unix tools do; click would exit 1, which fails `set -o pipefail`."""
+
+    def make_context(self, *args, **kwargs):
+        with _usage_errors_in_one_line():
+            return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx):
         try:
-            result = super().invoke(ctx)
+            with _usage_errors_in_one_line():
+                result = super().invoke(ctx)
             sys.stdout.flush()  # inside the try: a close after the last write fails only here
             return result
         except BrokenPipeError:
@@ -186,7 +208,7 @@ def automaton(checkpoint: CheckpointOpt, split: Annotated[str, typer.Option(help
 
 def main() -> None:
     try:
-        app()
+        app(prog_name="seqtool")
     except SeqtoolError as err:
         _err(f"seqtool: error: {err}")
         sys.exit(2)

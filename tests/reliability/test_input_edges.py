@@ -231,6 +231,22 @@ def test_other_commands_into_a_closed_pipe_exit_quietly(args, tmp_path):
     assert _closed_pipe_run(args, tmp_path) == (0, "")
 
 
+@pytest.mark.parametrize("args,needles", [
+    (["tranlate"], ["No such command 'tranlate'", "Did you mean 'translate'"]),
+    (["score", "hyp.txt"], ["Missing option '--ref'", "see seqtool score --help"]),
+    (["translate", "--bem", "3"], ["No such option: --bem", "--beam"]),
+    (["average", "--last", "0"], ["'--last'", "greater than or equal to 1"]),
+    (["keys", "extra"], ["unexpected extra argument"]),
+])
+def test_usage_errors_are_one_line(args, needles, capsys, monkeypatch):
+    check_error(*invoke(args, capsys, monkeypatch)[::2], *needles)
+
+
+def test_no_command_still_shows_the_help(capsys, monkeypatch):
+    code, out, err = invoke([], capsys, monkeypatch)
+    assert "translate" in out + err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("command", ["train", "eval", "translate", "automaton"])
 def test_unknown_device_is_one_line(command, trained, capsys, monkeypatch):
     target = [str(trained / "tiny.yaml")] if command == "train" else ["-c", str(trained / "runs" / "tiny")]
