@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
+from pydantic import BaseModel, Field, SerializeAsAny, model_validator
 
-from seqtool.models.config import ModelConfig
+from seqtool.models.config import SECTION, ModelConfig
 
 RECIPE_VERSION = 1
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # autocast dtypes, as seqtool.util.precision reads them
@@ -14,7 +14,7 @@ Device = Literal["auto", "cpu", "cuda"]  # no cuda:N: a run's rank picks its GPU
 
 
 class Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = SECTION
 
 
 class SplitSpec(Spec):

@@ -61,6 +61,9 @@ def test_a_merge_key_may_still_be_overridden(tmp_path, capsys, monkeypatch):
 SET_CASES = {
     "python tag": ("seed=!!python/object/apply:os.system [echo hi]", ["--set seed", "python/object"]),
     "deep value": ("seed=" + "[" * 5_000, ["--set seed", "nested deeper than"]),
+    "infinite float": ("train.optimizer.lr=.inf", ["train.optimizer.lr", "finite number"]),
+    "nan in a list": ("train.optimizer.betas=[.nan, 0.9]", ["train.optimizer.betas.0", "finite number"]),
+    "nan in a model": ("model.dropout=.nan", ["model.dropout", "finite number"]),
     "duplicate in value": ("train={max_steps: 3, max_steps: 4}", ["--set train", "duplicate key 'max_steps'"]),
 }
 
