@@ -9,24 +9,20 @@ from pathlib import Path
 
 import torch
 
-from seqtool.data.textio import decode_line
+from seqtool.data.textio import decode_line, iter_lines, numbered_lines
 from seqtool.decoding.search import SearchSettings
 from seqtool.decoding.translate import translate_lines
-from seqtool.errors import SeqtoolError, located
+from seqtool.errors import SeqtoolError
 from seqtool.runs import load_run, pick_device
 from seqtool.util.files import atomic_open
 
 
 def read_source(path: Path | None) -> Iterator[str]:
     """Lines of a file or stdin as text; bad UTF-8 fails naming the line and byte."""
-    name = path or Path("<stdin>")
-    try:
-        handle = open(path, "rb") if path else sys.stdin.buffer
-    except OSError as err:
-        raise located(path, f"cannot read ({err.strerror})") from None
-    with handle if path else contextlib.nullcontext(handle):
-        for number, raw in enumerate(handle, start=1):
-            yield decode_line(name, number, raw, "strict")
+    if path is not None:
+        return iter_lines(path, hint="")
+    stdin = Path("<stdin>")
+    return (decode_line(stdin, number, raw, "strict") for number, raw in numbered_lines(sys.stdin.buffer, stdin))
 
 
 def run_translate(checkpoint: Path, source: Path | None, output: Path | None, overrides: dict, *,

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from seqtool.data import textio
 from seqtool.data.babi import parse_task_file
 from seqtool.data.music import load_music
 from seqtool.decoding.translate import CHUNK
@@ -132,6 +133,23 @@ def test_directory_where_a_file_belongs(tmp_path, trained, capsys, monkeypatch):
                 "folder", "cannot read")
     code, _, err = invoke(["translate", "-c", str(trained / "runs" / "tiny"), "-i", str(folder)], capsys, monkeypatch)
     check_error(code, err, "folder", "cannot read")
+
+
+def test_endless_lines_are_refused(trained, corpus, capsys, monkeypatch):
+    """A line without end (a binary file, /dev/zero) fails by name instead of filling memory."""
+    monkeypatch.setattr(textio, "MAX_LINE_BYTES", 1 << 20)
+    endless = b"1 2\n" + b"7" * (2 << 20)
+    Path("endless.txt").write_bytes(endless)
+    Path("ok.txt").write_text("1 2\n")
+    run = str(trained / "runs" / "tiny")
+    check_error(*invoke(["translate", "-c", run, "-i", "endless.txt"], capsys, monkeypatch)[::2],
+                "endless.txt:2: a line longer than 1 MiB")
+    check_error(*invoke(["translate", "-c", run], capsys, monkeypatch, stdin=endless)[::2],
+                "<stdin>:2: a line longer than 1 MiB")
+    check_error(*invoke(["score", "ok.txt", "-r", "endless.txt"], capsys, monkeypatch)[::2],
+                "endless.txt:2: a line longer than 1 MiB")
+    (corpus / "train.src").write_bytes(endless)
+    check_error(*invoke(["prepare", "r.yaml"], capsys, monkeypatch)[::2], "train.src:2: a line longer than 1 MiB")
 
 
 def test_bom_does_not_change_a_score(tmp_path, capsys, monkeypatch):
