@@ -154,7 +154,7 @@ def translate(
     batch_tokens: Annotated[int | None, typer.Option(help="source tokens per batch")] = None,
     sample: Annotated[bool | None, typer.Option("--sample/--no-sample", help="sample instead of search")] = None,
     temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-    seed: Annotated[int, typer.Option(help="sampling seed")] = 1,
+    seed: Annotated[int, typer.Option(min=0, max=2**64 - 1, help="sampling seed")] = 1,
     device: DeviceOpt = None,
 ) -> None:
     """Translate raw text line by line: one output line per input line (n-best: n lines each)."""

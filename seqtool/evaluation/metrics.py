@@ -14,6 +14,20 @@ class MetricResult:
     text: str  # sacrebleu's own one-line summary, e.g. "BLEU = 35.1 67.2/41.0/..."
 
 
+def tokenizer_problem(name: str) -> str | None:
+    """Why sacrebleu cannot tokenize BLEU with `name` on this machine, or None; some tokenizers need
+    extra packages or download a model, which would otherwise fail only at the first validation."""
+    from sacrebleu.metrics import BLEU
+
+    if name not in BLEU.TOKENIZERS:
+        return f"not a sacrebleu tokenizer (known: {', '.join(BLEU.TOKENIZERS)})"
+    try:
+        BLEU(tokenize=name)
+    except (ImportError, OSError, RuntimeError) as err:
+        return f"sacrebleu cannot load it ({' '.join(str(err).split())[:160]})"
+    return None
+
+
 def corpus_metrics(hypotheses: list[str], references: list[str], metrics: list[str],
                    tokenize: str = "13a") -> dict[str, MetricResult]:
     """BLEU / chrF / TER with sacrebleu's defaults (BLEU's tokenizer configurable)."""

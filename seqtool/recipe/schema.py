@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, SerializeAsAny, model_validator
+from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_validator
 
 from seqtool.models.config import SECTION, ModelConfig
 
@@ -296,6 +296,16 @@ class EvalSpec(Spec):
     )
     valid_beam: int | None = Field(None, ge=1, description="beam for validation BLEU (null: decode.beam)")
     lm_streams: int = Field(10, gt=0, description="language-model evaluation: parallel streams")
+
+    @field_validator("tokenize")
+    @classmethod
+    def _known_tokenizer(cls, name: str) -> str:
+        from seqtool.evaluation.metrics import tokenizer_problem
+
+        problem = tokenizer_problem(name)
+        if problem:
+            raise ValueError(problem)
+        return name
 
 
 class LogSpec(Spec):

@@ -65,6 +65,7 @@ SET_CASES = {
     "infinite float": ("train.optimizer.lr=.inf", ["train.optimizer.lr", "finite number"]),
     "nan in a list": ("train.optimizer.betas=[.nan, 0.9]", ["train.optimizer.betas.0", "finite number"]),
     "nan in a model": ("model.dropout=.nan", ["model.dropout", "finite number"]),
+    "unknown BLEU tokenizer": ("eval.tokenize=13b", ["eval.tokenize", "not a sacrebleu tokenizer"]),
     "duplicate in value": ("train={max_steps: 3, max_steps: 4}", ["--set train", "duplicate key 'max_steps'"]),
 }
 
@@ -258,6 +259,8 @@ def test_other_commands_into_a_closed_pipe_exit_quietly(args, tmp_path):
     (["translate", "--bem", "3"], ["No such option: --bem", "--beam"]),
     (["average", "--last", "0"], ["'--last'", "greater than or equal to 1"]),
     (["keys", "extra"], ["unexpected extra argument"]),
+    (["translate", "--sample", "--seed", str(2**64)], ["'--seed'", "less than or equal to"]),
+    (["score", "hyp.txt", "-r", "hyp.txt", "--tokenize", "13b"], ["--tokenize 13b: not a sacrebleu tokenizer"]),
 ])
 def test_usage_errors_are_one_line(args, needles, capsys, monkeypatch):
     check_error(*invoke(args, capsys, monkeypatch)[::2], *needles)
