@@ -18,8 +18,10 @@ _HINT = " (data.encoding_errors: replace or skip lets it through)"
 # Control characters (Unicode category Cc) other than tab: invisible to every tokenizer, they
 # would otherwise be learnt as pieces or split words unpredictably, so they become spaces.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-# Editors on Windows start UTF-8 files with a byte-order mark; it is no part of the first line's text.
+# Editors on Windows start UTF-8 files with a byte-order mark (U+FEFF), and `cat` of such files puts
+# it inside; it is no part of the text, and kept it would join the word after it.
 BOM = codecs.BOM_UTF8
+_ZWNBSP = "\ufeff"
 MAX_LINE_BYTES = 256 << 20  # text8, a corpus of one 100 MB line, still fits
 
 
@@ -44,12 +46,10 @@ def numbered_lines(handle: BinaryIO, name: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def decode_line(path: Path, number: int, raw: bytes, errors: str, hint: str = "") -> str | None:
-    """UTF-8 text of one line; None when errors="skip" drops it.
+    """UTF-8 text of one line, without byte-order marks; None when errors="skip" drops it.
 
     errors: "strict" fails naming the line and byte offset, "replace" substitutes U+FFFD.
     """
-    if number == 1:
-        raw = raw.removeprefix(BOM)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -58,7 +58,7 @@ def decode_line(path: Path, number: int, raw: bytes, errors: str, hint: str = ""
         if errors == "strict":
             raise located(path, f"invalid UTF-8 at byte {err.start} of the line{hint}", number) from None
         text = raw.decode("utf-8", errors="replace")
-    return _CONTROL.sub(" ", text.rstrip("\r\n"))
+    return _CONTROL.sub(" ", text.rstrip("\r\n")).replace(_ZWNBSP, "")
 
 
 def iter_lines(path: Path, errors: str = "strict", hint: str = _HINT) -> Iterator[str]:
