@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_validator
@@ -167,6 +168,8 @@ class DataSpec(Spec):
         "strict", description="non-UTF-8 input: fail naming line and byte, replace bad bytes, or skip the line"
     )
 
+    _own_directory = field_validator("prepared_dir")(lambda value: own_directory(value))
+
     @model_validator(mode="after")
     def _fill_corpus(self) -> DataSpec:
         if self.corpus is not None:
@@ -183,6 +186,14 @@ class DataSpec(Spec):
         if self.generate is not None and (self.train or self.valid or self.test):
             raise ValueError("data.generate makes its own splits; drop train/valid/test")
         return self
+
+
+def own_directory(value: str | None) -> str | None:
+    """A directory seqtool may fill and replace must be one of its own: '.', '..', '/' or '' would
+    name the current directory, one above it, or the root, with everything already in them."""
+    if value is not None and os.path.basename(os.path.normpath(value)) in ("", ".", ".."):
+        raise ValueError("names no directory of its own ('.', '..', '/' or empty); give a new directory")
+    return value
 
 
 def corpus_splits(corpus: str, pair: str) -> dict[str, SplitSpec]:
@@ -326,6 +337,8 @@ class Recipe(Spec):
     decode: DecodeSpec = Field(default_factory=DecodeSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     log: LogSpec = Field(default_factory=LogSpec)
+
+    _own_directory = field_validator("name", "output_dir")(lambda value: own_directory(value))
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
