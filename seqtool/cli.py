@@ -164,10 +164,10 @@ def main() -> None:
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(0)
-    except Exception as err:
-        from seqtool.training.trainer import Stopped
+    except BaseException as err:
+        from seqtool.training.trainer import ForcedStop, Stopped
 
-        if isinstance(err, Stopped):
+        if isinstance(err, (Stopped, ForcedStop)):
             _err(f"seqtool: {err}")
             sys.exit(128 + err.signum)
         raise

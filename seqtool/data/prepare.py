@@ -81,14 +81,17 @@ def build_prepared(out: Path, fingerprint: dict, build, log) -> dict | None:
         log(f"prepare: {out} is up to date")
         return None
     stage = out.with_name(out.name + ".partial")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
     try:
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
         manifest = build(stage)
         atomic_write_text(stage / "manifest.json", json.dumps(manifest, indent=1))
         _swap_into_place(stage, out)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(stage, ignore_errors=True)
+        if isinstance(err, OSError):  # a full disk, a read-only or missing place
+            where = f": {err.filename}" if err.filename else ""
+            raise SeqtoolError(f"{out}: cannot prepare the data ({err.strerror}{where})") from None
         raise
     return manifest
 
@@ -135,10 +138,12 @@ def _is_current(out: Path, fingerprint: dict) -> bool:
 
 def _generate(spec: DataSpec, raw: Path) -> None:
     raw.mkdir(parents=True)
-    for split in SPLITS:
-        pairs = list(generate_pairs(spec.generate, split))
-        for index, side in enumerate(("src", "tgt")):
-            (raw / f"{split}.{side}").write_text("".join(p[index] + "\n" for p in pairs), encoding="utf-8")
+    for split in SPLITS:  # streamed: a large data.generate count never sits in memory
+        with open(raw / f"{split}.src", "w", encoding="utf-8") as src, \
+                open(raw / f"{split}.tgt", "w", encoding="utf-8") as tgt:
+            for source, target in generate_pairs(spec.generate, split):
+                src.write(source + "\n")
+                tgt.write(target + "\n")
 
 
 def _train_vocabs(recipe: Recipe, train: SplitSpec) -> Vocabs:

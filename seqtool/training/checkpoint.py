@@ -27,9 +27,33 @@ FORMAT = 1
 REQUIRED = ("format", "seqtool", "recipe", "model")
 
 
+class _Writes:
+    """A file as torch.save sees it, keeping the exception of a failed write (a full disk, a forced
+    stop): torch reports it as a RuntimeError ("enforce fail ... unexpected pos") that hides the cause."""
+
+    def __init__(self, handle):
+        self.handle, self.error = handle, None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except BaseException as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     with atomic_open(path, "wb") as handle:
-        torch.save({"format": FORMAT, "seqtool": __version__, **payload}, handle)
+        writes = _Writes(handle)
+        try:
+            torch.save({"format": FORMAT, "seqtool": __version__, **payload}, writes)
+        except RuntimeError:
+            if writes.error is None:
+                raise
+            raise writes.error from None
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -86,11 +87,22 @@ def _prepare_task(recipe: Recipe, run_dir: Path, dist_info: DistInfo, device: to
     """Rank 0 prepares (a no-op when up to date) and writes the run's recipe; others wait for it."""
     task_cls = TASKS.get(recipe.task).builder
     if dist_info.main:
+        _make_run_dir(run_dir)
         task_cls.prepare(recipe, log=lambda m: print(m, file=sys.stderr))
-        run_dir.mkdir(parents=True, exist_ok=True)
         dump_recipe(recipe, run_dir / "recipe.yaml")
     barrier(dist_info)
     return task_cls(recipe, prepared_dir(recipe), device, rank=dist_info.rank, world=dist_info.world)
+
+
+def _make_run_dir(run_dir: Path) -> None:
+    """Create the run directory and prove it writable before any work goes into it."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SeqtoolError(f"output_dir {run_dir}: exists and is not a directory")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=run_dir).close()
+    except OSError as err:
+        raise SeqtoolError(f"output_dir {run_dir}: cannot write there ({err.strerror})") from None
 
 
 def _resume(trainer: Trainer, payload: dict, latest: Path, extra: dict, observer: Observer) -> None:
