@@ -24,7 +24,7 @@ def evaluate_run(target: Path, split: str, overrides: dict, device: str = "auto"
         raise SeqtoolError(f"--split {split}: the recipe has no such split "
                            f"(have: {', '.join(task.data.manifest['splits'])})")
     metrics = task.evaluate(run.model, split, SearchSettings.from_spec(run.recipe.decode, n_best=1, sample=False))
-    return {"checkpoint": str(run.path), "step": run.payload["trainer"]["step"], "task": run.recipe.task,
+    return {"checkpoint": str(run.path), "step": run.payload.get("trainer", {}).get("step"), "task": run.recipe.task,
             "split": split, **metrics}
 
 

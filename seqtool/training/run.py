@@ -16,7 +16,7 @@ from seqtool.observe import Observer
 from seqtool.recipe import Recipe, dump_recipe
 from seqtool.runs import build_model, count_parameters, pack_tokenizer, pick_device, tokenizer_sha256
 from seqtool.tasks import TASKS
-from seqtool.training.checkpoint import CheckpointDir, load_checkpoint
+from seqtool.training.checkpoint import CheckpointDir, check_resumable, load_checkpoint
 from seqtool.training.distributed import DistInfo, barrier, init_distributed
 from seqtool.training.trainer import Trainer
 
@@ -77,6 +77,7 @@ def _checked_payload(recipe: Recipe, run_dir: Path, latest: Path, resume: bool) 
     if not latest.exists():
         raise SeqtoolError(f"{run_dir}: nothing to resume (no checkpoints/latest.pt)")
     payload = load_checkpoint(latest)
+    check_resumable(latest, payload)
     if payload["recipe"].get("model") != recipe.model_dump(mode="json")["model"]:
         raise SeqtoolError(f"{latest}: the checkpoint's model section differs from the recipe's; "
                            "resume needs the same architecture")
@@ -113,7 +114,11 @@ def _resume(trainer: Trainer, payload: dict, latest: Path, extra: dict, observer
         if key not in _MAY_CHANGE and saved.get(key) != extra["recipe"].get(key):
             observer.info(f"warning: recipe key {key!r} differs from the checkpoint's; the checkpoint's data "
                           "order and seed continue")
-    trainer.load_state(payload)
+    try:
+        trainer.load_state(payload)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:  # state of another seqtool, or damaged
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise SeqtoolError(f"{latest}: cannot resume from this checkpoint ({reason})") from None
     trainer.ckpt.latest_step = trainer.state.step
     observer.truncate_after(trainer.state.step)
     observer.info(f"resumed from {latest} at step {trainer.state.step} (epoch {trainer.state.epoch})")

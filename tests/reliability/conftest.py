@@ -10,6 +10,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TINY_TRANSLATION, run_cli
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A tiny trained run (tiny.yaml, runs/tiny), shared by a module's checkpoint and translate cases."""
+    root = tmp_path_factory.mktemp("trained")
+    (root / "tiny.yaml").write_text(TINY_TRANSLATION)
+    out = run_cli("train", "tiny.yaml", "--set", "train.max_steps=10", cwd=root)
+    assert out.returncode == 0, out.stderr
+    return root
+
 
 @pytest.fixture
 def tmpfs():

@@ -30,16 +30,6 @@ def invoke(args: list[str], capsys, monkeypatch, stdin: bytes | None = None) -> 
     return code, out.out, out.err
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A tiny trained run, shared by the checkpoint and translate cases."""
-    root = tmp_path_factory.mktemp("trained")
-    (root / "tiny.yaml").write_text(TINY_TRANSLATION)
-    out = run_cli("train", "tiny.yaml", "--set", "train.max_steps=10", cwd=root)
-    assert out.returncode == 0, out.stderr
-    return root
-
-
 @pytest.fixture
 def corpus(tmp_path, monkeypatch) -> Path:
     """A small parallel corpus under a data root, and a recipe that reads it."""
