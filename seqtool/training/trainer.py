@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -273,6 +274,8 @@ class Trainer:
         """The task's validation metrics, or None when a signal cut it short (see _on_signal)."""
         try:
             self._validating = True
+            if self._stop_signal is not None:  # it came just before: the handler did not raise
+                raise _StopValidating
             metrics = self.task.validate(self.model)
             self._validating = False  # inside the try: a signal landing before this line is caught too
         except _StopValidating:
@@ -329,6 +332,10 @@ class Trainer:
     def _on_signal(self, signum, _frame) -> None:
         if self._stop_signal is None:
             self._stop_signal = signum
+            if self.dist.main:  # os.write: a handler may run in the middle of a print to stderr
+                with contextlib.suppress(OSError):
+                    os.write(2, f"seqtool: signal {signum}: stopping after this step (once more to stop at once, "
+                                "without saving)\n".encode())
             if self._validating:
                 raise _StopValidating
             return
