@@ -19,6 +19,8 @@ from seqtool.tasks import TASKS
 from seqtool.training.checkpoint import CheckpointDir, check_resumable, load_checkpoint
 from seqtool.training.distributed import DistInfo, barrier, init_distributed
 from seqtool.training.trainer import Trainer
+from seqtool.util.oom import out_of_memory_hint
+from seqtool.util.precision import check_precision
 
 _MAY_CHANGE = ("train", "log", "eval", "decode", "output_dir")
 
@@ -31,6 +33,7 @@ def seed_everything(seed: int) -> None:
 def train_recipe(recipe: Recipe, *, resume: bool = False) -> dict:
     """Train a recipe in its run directory; returns the final test (or validation) metrics."""
     device = pick_device(recipe.train.device)
+    check_precision(recipe, device)
     dist_info = init_distributed(device.type)
     if device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
@@ -57,7 +60,8 @@ def train_recipe(recipe: Recipe, *, resume: bool = False) -> dict:
     observer.info(f"{recipe.name}: {recipe.model.arch} with {count_parameters(model):,} parameters on {device}"
                   f"{f' x{dist_info.world} ranks' if dist_info.world > 1 else ''}; run dir {run_dir}")
     try:
-        state = trainer.train()
+        with out_of_memory_hint("training", "train.batch_tokens (train.batch_size for streams and sequences)"):
+            state = trainer.train()
         observer.info(f"finished at step {state.step} (epoch {state.epoch}); best {recipe.train.early_stopping.metric} "
                       f"{state.best_value} at step {state.best_step}; {state.skipped_steps} steps skipped")
         return _final_report(recipe, trainer, task, observer, dist_info) if dist_info.main else {}
@@ -132,7 +136,8 @@ def _final_report(recipe: Recipe, trainer: Trainer, task, observer: Observer, di
     trainer.model.eval()
     split = "test" if task.data.has("test") else "valid"
     settings = SearchSettings.from_spec(recipe.decode)
-    metrics = task.evaluate(trainer.model, split, settings)
+    with out_of_memory_hint(f"evaluating on {split}", "decode.batch_tokens or decode.beam"):
+        metrics = task.evaluate(trainer.model, split, settings)
     observer.info(f"{split} ({'best' if best.exists() else 'final'} checkpoint): "
                   + " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     if recipe.task == "translation":

@@ -28,6 +28,7 @@ from seqtool.observe import LogWriteError
 from seqtool.training.checkpoint import CheckpointDir, rng_state, set_rng_state
 from seqtool.training.distributed import DistInfo, all_sum, broadcast_value
 from seqtool.training.optim import Schedule, build_optimizer, clip_gradients
+from seqtool.util.oom import out_of_memory_hint
 from seqtool.util.precision import autocast, autocast_dtype
 
 HIGHER_IS_BETTER = {"bleu", "chrf", "accuracy"}
@@ -276,7 +277,8 @@ class Trainer:
             self._validating = True
             if self._stop_signal is not None:  # it came just before: the handler did not raise
                 raise _StopValidating
-            metrics = self.task.validate(self.model)
+            with out_of_memory_hint("validating", "decode.batch_tokens or eval.valid_beam"):
+                metrics = self.task.validate(self.model)
             self._validating = False  # inside the try: a signal landing before this line is caught too
         except _StopValidating:
             self._validating = False
