@@ -253,7 +253,8 @@ class TrainSpec(Spec):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     precision: Precision = Field(
         "auto", description="autocast dtype: auto = bf16 on CUDA, fp32 on a CPU; bf16 also on a CPU that computes "
-        "bf16 natively (AVX512-BF16 or AMX; elsewhere fp32); fp16 (with a gradient scaler) on CUDA only, refused on a CPU"
+        "bf16 natively (AVX512-BF16 or AMX; elsewhere fp32); fp16 (with a gradient scaler) on CUDA only,"
+        " refused on a CPU"
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch (null: torch's default)")
