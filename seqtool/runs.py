@@ -1,7 +1,9 @@
 """Building models from recipes and loading trained runs (a run directory or one checkpoint file).
 
 A checkpoint carries its resolved recipe and its tokenizer files, so a single .pt file is enough to
-translate with; evaluation on a recipe split also needs the prepared data of the run.
+translate with; evaluation on a recipe split also needs the prepared data of the run. A checkpoint
+belongs to a run only inside one (RUN/checkpoints/X.pt, RUN marked as a run); a copied-out file has no
+run directory, so nothing is ever written beside it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from seqtool.models import MODELS
 from seqtool.models.base import VocabSizes
 from seqtool.recipe import Recipe, recipe_from_dict
 from seqtool.training.checkpoint import load_checkpoint
+from seqtool.util.ownership import is_run_dir
 
 
 def build_model(recipe: Recipe, sizes: VocabSizes) -> torch.nn.Module:
@@ -66,7 +69,7 @@ class LoadedRun:
     vocabs: Vocabs | None
     model: torch.nn.Module
     payload: dict
-    run_dir: Path
+    run_dir: Path | None  # None for a checkpoint outside a run directory
     path: Path
 
 
@@ -86,8 +89,9 @@ def load_run(target: str | Path, overrides: dict | None = None, device: torch.de
     payload = load_checkpoint(path)
     raw = _deep_update(dict(payload["recipe"]), overrides or {})
     recipe = recipe_from_dict(raw, source=f"{path} (recipe)")
-    run_dir = Path(target) if Path(target).is_dir() else path.parent.parent
-    recipe = recipe.model_copy(update={"output_dir": str(run_dir)})
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" and is_run_dir(path.parent.parent) else None
+    if run_dir is not None:
+        recipe = recipe.model_copy(update={"output_dir": str(run_dir)})
     try:
         vocabs = unpack_vocabs(payload["tokenizer"]) if payload.get("tokenizer") else None
     except SeqtoolError as err:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from seqtool import __version__
-from seqtool.data.prepare import FORMAT, build_prepared, data_root, prepared_dir, token_dtype
+from seqtool.data.prepare import FORMAT, build_prepared, data_root, prepared_place, token_dtype
 from seqtool.data.textio import sha256_file
 from seqtool.data.tokenizer import PAD, train_tokenizer
 from seqtool.data.vocab import Vocabs, directory_sha256
@@ -139,9 +139,9 @@ def find_files(spec, log) -> tuple[dict[int, dict[str, Path]], dict[int, str]]:
     return found, skipped
 
 
-def prepare_babi(recipe, log=print) -> Path:
+def prepare_babi(recipe, log=print, verify=None) -> Path:
     """Make the prepared directory of a qa recipe unless an identical one exists; return it."""
-    spec, out = recipe.data.babi, prepared_dir(recipe)
+    spec = recipe.data.babi
     files, skipped = find_files(spec, log)
     inputs = {f"{p.parent.name}/{p.name}": {"path": str(p), "sha256": sha256_file(p)}
               for paths in files.values() for p in paths.values()}
@@ -158,7 +158,9 @@ def prepare_babi(recipe, log=print) -> Path:
                 "vocab": {"src": len(vocabs.src), "tgt": len(vocabs.tgt), "joint": True},
                 "tasks": sorted(files), "skipped": {str(t): n for t, n in skipped.items()}, "splits": counts}
 
-    manifest = build_prepared(out, fingerprint, build, log)
+    out = prepared_place(recipe)
+    paths = [p for task_files in files.values() for p in task_files.values()]
+    manifest = build_prepared(out, fingerprint, build, log, inputs=paths, verify=verify)
     if manifest is None:
         return out
     counts = manifest["splits"]

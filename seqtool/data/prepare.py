@@ -1,7 +1,9 @@
 """`prepare`: train the tokenizers, encode every split into memory-mapped arrays, write a manifest.
 
 Layout of a prepared directory:
-    manifest.json                inputs (path, sha256, lines), counts, tokenizer hash, format
+    manifest.json                inputs (path, sha256, lines), counts, tokenizer hash, format, and
+                                 `files`: every file's size (all present = up to date)
+    .seqtool-prepared            marks the directory as seqtool's to replace
     tokenizer/                   the Vocabs (see vocab.py)
     raw/                         generated corpora (synthetic tasks only)
     refs/<split>.src / .tgt      raw text of valid/test pairs, for decoding and BLEU
@@ -9,7 +11,8 @@ Layout of a prepared directory:
 Sides are src/tgt for translation and text for language models (one stream: EOS, then each line
 followed by EOS, so that every word and line end is predicted once).
 The directory is built beside its final place and renamed into it, so it is never half-written;
-unchanged inputs and settings make prepare a no-op.
+unchanged inputs and settings make prepare a no-op once every file the manifest lists is there. Only a
+directory seqtool made is replaced, and one process builds it at a time (see seqtool/util/ownership.py).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from seqtool.data.vocab import Vocabs, directory_sha256
 from seqtool.errors import SeqtoolError
 from seqtool.recipe.schema import DataSpec, Recipe, SplitSpec
 from seqtool.util.files import atomic_write_text
+from seqtool.util.ownership import PREPARED_MARKER, check_outside, check_replaceable, claim_run_dir, locked
 
 FORMAT = 1
 SPLITS = ("train", "valid", "test")
@@ -44,8 +48,16 @@ def prepared_dir(recipe: Recipe) -> Path:
     return Path(recipe.data.prepared_dir or Path(recipe.run_dir()) / "data")
 
 
-def prepare(recipe: Recipe, log=print) -> Path:
-    """Make the prepared directory for a recipe's data unless an identical one exists; return it."""
+def prepared_place(recipe: Recipe) -> Path:
+    """prepared_dir for writing: the default one lies in the run directory, which is claimed first."""
+    if recipe.data.prepared_dir is None:
+        claim_run_dir(Path(recipe.run_dir()))
+    return prepared_dir(recipe)
+
+
+def prepare(recipe: Recipe, log=print, verify=None) -> Path:
+    """Make the prepared directory for a recipe's data unless an identical one exists; return it.
+    `verify(directory)` may refuse the data before it replaces anything (see build_prepared)."""
     out = prepared_dir(recipe)
     spec = recipe.data
     splits = _resolve_splits(spec, out)
@@ -62,7 +74,9 @@ def prepare(recipe: Recipe, log=print) -> Path:
         counts = {name: _encode_split(recipe, name, split, vocabs, stage) for name, split in sources.items()}
         return _manifest(recipe, fingerprint, vocabs, counts, stage)
 
-    manifest = build_prepared(out, fingerprint, build, log)
+    inputs = [] if spec.generate is not None else [  # generated corpora have no files to protect
+        Path(p) for split in splits.values() for p in split.model_dump(exclude_none=True).values()]
+    manifest = build_prepared(prepared_place(recipe), fingerprint, build, log, inputs=inputs, verify=verify)
     if manifest is not None:
         lines = sum(c["lines"] for c in manifest["splits"].values())
         seconds = time.perf_counter() - started
@@ -70,30 +84,63 @@ def prepare(recipe: Recipe, log=print) -> Path:
     return out
 
 
-def build_prepared(out: Path, fingerprint: dict, build, log) -> dict | None:
+def build_prepared(out: Path, fingerprint: dict, build, log, *, inputs: list[Path] = (), verify=None) -> dict | None:
     """Build a prepared directory unless `out` already holds one made from the same `fingerprint`.
 
     `build(stage)` writes the files into a staging directory and returns the manifest; the manifest
-    is written last and the stage renamed into place, so an interrupted build leaves no `out` that
-    looks current. Returns the new manifest, or None when `out` was up to date.
+    (listing every file and its size) is written last and the stage renamed into place, so an
+    interrupted build leaves no `out` that looks current. `verify(directory)`, when given, sees the
+    data about to be returned (the current `out`, or the stage before it replaces anything) and may
+    raise to refuse it. Returns the new manifest, or None when `out` was up to date.
     """
-    if _is_current(out, fingerprint):
-        log(f"prepare: {out} is up to date")
+    out = Path(os.path.realpath(out)) if out.is_symlink() else out
+    check_outside(out, list(inputs), "data.prepared_dir")
+    if _up_to_date(out, fingerprint, log, verify):
         return None
-    stage = out.with_name(out.name + ".partial")
+    stage, old = (out.with_name(f"{out.name}.{suffix}") for suffix in ("partial", "old"))
+    for place in (out, stage, old):
+        check_replaceable(place, "data.prepared_dir")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SeqtoolError(f"data.prepared_dir: {out}: cannot create ({err.strerror})") from None
+    with locked(out.with_name(f".{out.name}.lock"), lambda: log(f"prepare: waiting for another seqtool "
+                                                                   f"preparing {out}")):
+        if _up_to_date(out, fingerprint, log, verify):  # the other process may have made it meanwhile
+            return None
+        return _build_in_stage(stage, build, verify, lambda: _swap_into_place(stage, out, old))
+
+
+def _build_in_stage(stage: Path, build, verify, swap) -> dict:
+    """Build into a fresh stage marked as seqtool's, list its files in the manifest, write that last,
+    and `swap` the stage into place; a failure at any point removes the stage."""
     try:
         shutil.rmtree(stage, ignore_errors=True)
-        stage.mkdir(parents=True)
+        stage.mkdir()
+        (stage / PREPARED_MARKER).touch()
         manifest = build(stage)
+        manifest["files"] = {str(p.relative_to(stage)): p.stat().st_size
+                             for p in sorted(stage.rglob("*")) if p.is_file()}
+        if verify is not None:
+            verify(stage)
         atomic_write_text(stage / "manifest.json", json.dumps(manifest, indent=1))
-        _swap_into_place(stage, out)
+        swap()
     except BaseException as err:
         shutil.rmtree(stage, ignore_errors=True)
-        if isinstance(err, OSError):  # a full disk, a read-only or missing place
+        if isinstance(err, OSError):  # a full disk, a read-only place
             where = f": {err.filename}" if err.filename else ""
-            raise SeqtoolError(f"{out}: cannot prepare the data ({err.strerror}{where})") from None
+            raise SeqtoolError(f"{stage}: cannot write the prepared data ({err.strerror}{where})") from None
         raise
     return manifest
+
+
+def _up_to_date(out: Path, fingerprint: dict, log, verify) -> bool:
+    if not _is_current(out, fingerprint):
+        return False
+    if verify is not None:
+        verify(out)
+    log(f"prepare: {out} is up to date")
+    return True
 
 
 def _resolve_splits(spec: DataSpec, out: Path) -> dict[str, SplitSpec]:
@@ -129,11 +176,13 @@ def _fingerprint(recipe: Recipe, splits: dict[str, SplitSpec]) -> dict:
 
 
 def _is_current(out: Path, fingerprint: dict) -> bool:
+    """Made from `fingerprint`, with every file the manifest lists present at its size."""
     try:
         manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        files = manifest["files"] if manifest.get("fingerprint") == fingerprint else None
+        return files is not None and all((out / name).stat().st_size == size for name, size in files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
-    return manifest.get("fingerprint") == fingerprint
 
 
 def _generate(spec: DataSpec, raw: Path) -> None:
@@ -266,8 +315,8 @@ def _manifest(recipe: Recipe, fingerprint: dict, vocabs: Vocabs, counts: dict, s
     }
 
 
-def _swap_into_place(stage: Path, out: Path) -> None:
-    old = out.with_name(out.name + ".old")
+def _swap_into_place(stage: Path, out: Path, old: Path) -> None:
+    """Rename `stage` to `out`; the previous `out` (checked to be seqtool's) goes by way of `old`."""
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
         out.rename(old)

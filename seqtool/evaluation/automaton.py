@@ -21,6 +21,7 @@ import torch
 
 from seqtool.data.formal import DFA, TOMITA, counterexample, minimize
 from seqtool.errors import SeqtoolError
+from seqtool.evaluation.evaluate import run_data
 from seqtool.models.state_reg import StateRegularizedCell
 from seqtool.runs import load_run, pick_device
 from seqtool.tasks import TASKS
@@ -92,8 +93,7 @@ def automaton_report(target: Path, split: str, device: str = "auto") -> str:
         word = counterexample(minimal, truth)
         verdict = "exact (same language)" if word is None else f"differs, e.g. on {''.join(map(str, word)) or 'ε'}"
         text += f"Tomita {spec.grammar}: minimal DFA {len(minimize(truth).accept)} states; extracted: {verdict}\n"
-        task_cls = TASKS.get(run.recipe.task).builder
-        task = task_cls(run.recipe, task_cls.prepare(run.recipe, log=lambda _: None), pick_device(device))
+        task = TASKS.get(run.recipe.task).builder(run.recipe, run_data(run), pick_device(device))
         for key, value in split_agreement(task, run.model, extracted, split).items():
             text += f"{split} {key}\t{value:.4f}\n"
     return text

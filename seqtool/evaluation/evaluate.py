@@ -7,20 +7,31 @@ from pathlib import Path
 from seqtool.data.prepare import prepared_dir
 from seqtool.decoding.search import SearchSettings
 from seqtool.errors import SeqtoolError
-from seqtool.runs import load_run, pack_tokenizer, pick_device, tokenizer_sha256
+from seqtool.runs import LoadedRun, load_run, pack_tokenizer, pick_device, tokenizer_sha256
 from seqtool.tasks import TASKS
 from seqtool.util.oom import out_of_memory_hint
+
+
+def run_data(run: LoadedRun) -> Path:
+    """The prepared data of a loaded run, checked against its tokenizer. Prepared when missing only in
+    the run's own directory (<run>/data); elsewhere, as for a checkpoint copied out of its run, it is
+    read where it already exists, so evaluating never writes outside a run directory."""
+    directory = prepared_dir(run.recipe)
+    if not (directory / "manifest.json").exists():
+        if run.run_dir is None or directory != run.run_dir / "data":
+            where = "is not inside a run directory" if run.run_dir is None else "names its data elsewhere"
+            raise SeqtoolError(f"{run.path}: no prepared data at {directory} (the checkpoint {where}); prepare "
+                               "its recipe there with `seqtool prepare`, or evaluate the run directory")
+        TASKS.get(run.recipe.task).builder.prepare(run.recipe, log=lambda _: None)
+    if tokenizer_sha256(pack_tokenizer(directory / "tokenizer")) != run.payload.get("tokenizer_sha256"):
+        raise SeqtoolError(f"{directory}: prepared with another tokenizer than {run.path}")
+    return directory
 
 
 def evaluate_run(target: Path, split: str, overrides: dict, device: str = "auto") -> dict:
     run = load_run(target, overrides, pick_device(device))
     task_cls = TASKS.get(run.recipe.task).builder
-    directory = prepared_dir(run.recipe)
-    if not (directory / "manifest.json").exists():
-        task_cls.prepare(run.recipe, log=lambda _: None)
-    if tokenizer_sha256(pack_tokenizer(directory / "tokenizer")) != run.payload.get("tokenizer_sha256"):
-        raise SeqtoolError(f"{directory}: prepared with another tokenizer than {run.path}")
-    task = task_cls(run.recipe, directory, next(run.model.parameters()).device)
+    task = task_cls(run.recipe, run_data(run), next(run.model.parameters()).device)
     if not task.data.has(split):
         raise SeqtoolError(f"--split {split}: the recipe has no such split "
                            f"(have: {', '.join(task.data.manifest['splits'])})")

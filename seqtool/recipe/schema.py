@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
 from seqtool.models.config import ModelConfig
 
@@ -174,6 +175,8 @@ class DataSpec(Spec):
     )
     workers: int = Field(0, ge=0, description="encoding processes; 0 = one per CPU core")
 
+    _own_directory = field_validator("prepared_dir")(lambda value: own_directory(value))
+
     @model_validator(mode="after")
     def _fill_corpus(self) -> DataSpec:
         if self.corpus is not None:
@@ -190,6 +193,14 @@ class DataSpec(Spec):
         if self.generate is not None and (self.train or self.valid or self.test):
             raise ValueError("data.generate makes its own splits; drop train/valid/test")
         return self
+
+
+def own_directory(value: str | None) -> str | None:
+    """A directory seqtool may fill and replace must be one of its own: '.', '..', '/' or '' would
+    name the current directory, one above it, or the root, with everything already in them."""
+    if value is not None and os.path.basename(os.path.normpath(value)) in ("", ".", ".."):
+        raise ValueError("names no directory of its own ('.', '..', '/' or empty); give a new directory")
+    return value
 
 
 def corpus_splits(corpus: str, pair: str) -> dict[str, SplitSpec]:
@@ -327,6 +338,8 @@ class Recipe(Spec):
     decode: DecodeSpec = Field(default_factory=DecodeSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     log: LogSpec = Field(default_factory=LogSpec)
+
+    _own_directory = field_validator("name", "output_dir")(lambda value: own_directory(value))
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:

@@ -27,9 +27,10 @@ class Task:
         self.vocabs = Vocabs.load(self.directory / "tokenizer")
 
     @classmethod
-    def prepare(cls, recipe, log) -> Path:
-        """Make the prepared directory (idempotent); the default reads text corpora."""
-        return prepare(recipe, log)
+    def prepare(cls, recipe, log, verify=None) -> Path:
+        """Make the prepared directory (idempotent); the default reads text corpora. `verify(directory)`
+        may refuse the data before it replaces anything."""
+        return prepare(recipe, log, verify)
 
     @classmethod
     def check(cls, recipe) -> list[str]:

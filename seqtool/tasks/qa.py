@@ -31,8 +31,8 @@ class QATask(Task):
         self._splits: dict[str, BabiSplit] = {}
 
     @classmethod
-    def prepare(cls, recipe, log):
-        return prepare_babi(recipe, log)
+    def prepare(cls, recipe, log, verify=None):
+        return prepare_babi(recipe, log, verify)
 
     @classmethod
     def check(cls, recipe) -> list[str]:

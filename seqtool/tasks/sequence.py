@@ -24,7 +24,7 @@ from seqtool.data import formal, sequences
 from seqtool.data.batching import shard
 from seqtool.data.datasets import PreparedData
 from seqtool.data.music import load_music
-from seqtool.data.prepare import FORMAT, build_prepared, data_root, prepared_dir
+from seqtool.data.prepare import FORMAT, build_prepared, data_root, prepared_place
 from seqtool.data.sequences import Examples
 from seqtool.errors import SeqtoolError
 from seqtool.models.base import VocabSizes
@@ -84,9 +84,9 @@ def sizes_of(io: dict) -> VocabSizes:
     return VocabSizes(io["input"]["size"], out["size"] * out["heads"])
 
 
-def prepare_sequences(recipe, log=print) -> Path:
+def prepare_sequences(recipe, log=print, verify=None) -> Path:
     """Generate (synthetic) or read (music) every split into the prepared directory, unless current."""
-    out, spec = prepared_dir(recipe), recipe.data.synthetic or recipe.data.music
+    out, spec = prepared_place(recipe), recipe.data.synthetic or recipe.data.music
     fingerprint = {"format": FORMAT, "task": recipe.task, "settings": spec.model_dump(mode="json")}
     if recipe.task == "music":
         fingerprint["root"] = str(data_root())
@@ -103,7 +103,8 @@ def prepare_sequences(recipe, log=print) -> Path:
         return {"format": FORMAT, "seqtool": __version__, "fingerprint": fingerprint, "task": recipe.task,
                 **io, "splits": counts}
 
-    manifest = build_prepared(out, fingerprint, build, log)
+    inputs = [data_root() / spec.file] if recipe.task == "music" else []
+    manifest = build_prepared(out, fingerprint, build, log, inputs=inputs, verify=verify)
     if manifest is None:
         return out
     counts = manifest["splits"]
@@ -171,8 +172,8 @@ class SequenceTask(Task):
         self._splits: dict[str, Examples] = {}
 
     @classmethod
-    def prepare(cls, recipe, log) -> Path:
-        return prepare_sequences(recipe, log)
+    def prepare(cls, recipe, log, verify=None) -> Path:
+        return prepare_sequences(recipe, log, verify)
 
     def sizes(self) -> VocabSizes:
         return sizes_of(self.io)

@@ -10,6 +10,8 @@ buffers (counters) are taken from the newest checkpoint.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import torch
@@ -18,6 +20,7 @@ from seqtool.errors import SeqtoolError
 from seqtool.training.checkpoint import load_checkpoint, save_checkpoint
 
 _KEPT = ("recipe", "sizes", "tokenizer", "tokenizer_sha256")
+_RUN_CHECKPOINT = re.compile(r"(latest|best|step_\d+)\.pt")
 
 
 def last_checkpoints(run_dir: Path, count: int) -> list[Path]:
@@ -70,6 +73,19 @@ def average_run(files: list[Path], run_dir: Path | None, last: int, output: Path
         if run_dir is None:
             raise SeqtoolError("average: --output is needed when averaging named files")
         output = Path(run_dir) / "checkpoints" / f"avg_last{last}.pt"
+    _check_output(Path(output), paths)
     payload = average_checkpoints(paths)
     save_checkpoint(output, payload)
     return {"output": str(output), "averaged": payload["averaged"], "step": payload["trainer"]["step"]}
+
+
+def _check_output(output: Path, inputs: list[Path]) -> None:
+    """An average holds no optimizer state: written over a run's latest.pt, best.pt or a step
+    checkpoint (or over one of its inputs) it would end the run's resumability."""
+    if not output.is_file():
+        return
+    real = output.resolve()
+    in_run = real.parent.name == "checkpoints" and _RUN_CHECKPOINT.fullmatch(real.name)
+    if in_run or any(os.path.samefile(output, path) for path in inputs if path.is_file()):
+        raise SeqtoolError(f"{output}: a checkpoint of the run (or one being averaged); write the average "
+                           "to a new file")

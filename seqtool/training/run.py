@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from seqtool.training.checkpoint import CheckpointDir, check_resumable, load_che
 from seqtool.training.distributed import DistInfo, barrier, init_distributed
 from seqtool.training.trainer import Trainer
 from seqtool.util.oom import out_of_memory_hint
+from seqtool.util.ownership import claim_run_dir, run_lock
 from seqtool.util.precision import check_precision
 
 _MAY_CHANGE = ("train", "log", "eval", "decode", "output_dir")
@@ -40,9 +40,19 @@ def train_recipe(recipe: Recipe, *, resume: bool = False) -> dict:
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
     run_dir = Path(recipe.run_dir())
+    if resume and not (run_dir / "checkpoints" / "latest.pt").exists():
+        raise SeqtoolError(f"{run_dir}: nothing to resume (no checkpoints/latest.pt)")
+    if not dist_info.main:
+        return _train(recipe, run_dir, resume, device, dist_info)
+    claim_run_dir(run_dir)
+    with run_lock(run_dir):  # held until the run ends, so a second train here fails at once
+        return _train(recipe, run_dir, resume, device, dist_info)
+
+
+def _train(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device, dist_info: DistInfo) -> dict:
     latest = run_dir / "checkpoints" / "latest.pt"
     payload = _checked_payload(recipe, run_dir, latest, resume)
-    task = _prepare_task(recipe, run_dir, dist_info, device)
+    task = _prepare_task(recipe, run_dir, dist_info, device, payload, latest)
     seed_everything(recipe.seed)
     sizes = task.sizes()
     model = build_model(recipe, sizes).to(device)
@@ -78,8 +88,6 @@ def _checked_payload(recipe: Recipe, run_dir: Path, latest: Path, resume: bool) 
             raise SeqtoolError(f"{run_dir}: already holds a trained run; continue it with --resume, or set "
                                "output_dir to a new directory")
         return None
-    if not latest.exists():
-        raise SeqtoolError(f"{run_dir}: nothing to resume (no checkpoints/latest.pt)")
     payload = load_checkpoint(latest)
     check_resumable(latest, payload)
     if payload["recipe"].get("model") != recipe.model_dump(mode="json")["model"]:
@@ -88,32 +96,28 @@ def _checked_payload(recipe: Recipe, run_dir: Path, latest: Path, resume: bool) 
     return payload
 
 
-def _prepare_task(recipe: Recipe, run_dir: Path, dist_info: DistInfo, device: torch.device):
-    """Rank 0 prepares (a no-op when up to date) and writes the run's recipe; others wait for it."""
+def _prepare_task(recipe: Recipe, run_dir: Path, dist_info: DistInfo, device: torch.device,
+                  payload: dict | None, latest: Path):
+    """Rank 0 prepares (a no-op when up to date) and writes the run's recipe; others wait for it. A
+    resume refuses data with another tokenizer than the checkpoint's before it replaces the prepared
+    data or recipe.yaml, so a refused resume changes nothing."""
     task_cls = TASKS.get(recipe.task).builder
+
+    def same_tokenizer(directory: Path) -> None:
+        if tokenizer_sha256(pack_tokenizer(directory / "tokenizer")) != payload.get("tokenizer_sha256"):
+            raise SeqtoolError(f"{latest}: the checkpoint was trained with another tokenizer; resume needs the "
+                               "same data")
+
     if dist_info.main:
-        _make_run_dir(run_dir)
-        task_cls.prepare(recipe, log=lambda m: print(m, file=sys.stderr))
+        task_cls.prepare(recipe, log=lambda m: print(m, file=sys.stderr),
+                         verify=same_tokenizer if payload is not None else None)
         dump_recipe(recipe, run_dir / "recipe.yaml")
     barrier(dist_info)
     return task_cls(recipe, prepared_dir(recipe), device, rank=dist_info.rank, world=dist_info.world)
 
 
-def _make_run_dir(run_dir: Path) -> None:
-    """Create the run directory and prove it writable before any work goes into it."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise SeqtoolError(f"output_dir {run_dir}: exists and is not a directory")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=run_dir).close()
-    except OSError as err:
-        raise SeqtoolError(f"output_dir {run_dir}: cannot write there ({err.strerror})") from None
-
-
 def _resume(trainer: Trainer, payload: dict, latest: Path, extra: dict, observer: Observer) -> None:
     saved = payload["recipe"]
-    if payload.get("tokenizer_sha256") != extra["tokenizer_sha256"]:
-        raise SeqtoolError(f"{latest}: the checkpoint was trained with another tokenizer; resume needs the same data")
     for key in sorted(set(saved) | set(extra["recipe"])):
         if key not in _MAY_CHANGE and saved.get(key) != extra["recipe"].get(key):
             observer.info(f"warning: recipe key {key!r} differs from the checkpoint's; the checkpoint's data "

@@ -81,5 +81,5 @@ def test_output_dir_naming_a_file(tmp_path, tiny_recipe, capsys, monkeypatch):
     afile = tmp_path / "afile"
     afile.write_text("mine\n")
     code, err = train(tiny_recipe, afile, capsys, monkeypatch)
-    assert_one_line_error(code, err, f"output_dir {afile}", "not a directory")
+    assert_one_line_error(code, err, "output_dir", str(afile), "not a directory")
     assert afile.read_text() == "mine\n"
