@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from seqtool.util.ownership import RUN_MARKER
 from tests.reliability.conftest import assert_one_line_error
 from tests.reliability.test_bad_input import invoke
 
@@ -23,6 +24,7 @@ def use(command: str, checkpoint: Path, trained: Path, tmp_path: Path, capsys, m
         return invoke([command, "-c", str(checkpoint)], capsys, monkeypatch, stdin=b"1 2\n")
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / RUN_MARKER).touch()  # a run directory seqtool made
     checkpoint.replace(run / "checkpoints" / "latest.pt")
     return invoke(["train", "tiny.yaml", "--resume", "--set", f"output_dir={run}"], capsys, monkeypatch)
 

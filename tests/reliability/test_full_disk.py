@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from seqtool.training.checkpoint import load_checkpoint
+from seqtool.util.ownership import RUN_MARKER
 from tests.reliability.conftest import assert_one_line_error, fill, read_only
 from tests.reliability.test_bad_input import invoke
 
@@ -37,9 +38,12 @@ def test_full_disk_inside_torch_save_keeps_the_last_checkpoint(tmp_path, tiny_re
 
 def test_full_disk_while_logging_saves_a_checkpoint_and_leaves_whole_lines(tmp_path, tiny_recipe, tmpfs, capsys,
                                                                            monkeypatch):
-    run = tmpfs(tmp_path / "run", "64k")
+    disk = tmpfs(tmp_path / "disk", "64k")
+    run = disk / "run"
+    run.mkdir()
+    (run / RUN_MARKER).touch()  # a run directory seqtool made, holding the mount point below
     checkpoints = tmpfs(run / "checkpoints", "2m")  # another disk, so the checkpoint after the failure fits
-    fill(run, leave=3 * 4096)  # recipe.yaml, train.log and one page of metrics.jsonl: a later line crosses a page
+    fill(disk, leave=3 * 4096)  # recipe.yaml, train.log and one page of metrics.jsonl: a later line crosses a page
     code, err = train(tiny_recipe, run, capsys, monkeypatch, "--set", "train.max_steps=400",
                       "--set", "train.validate_every=1000", "--set", "train.checkpoint.every=1000")
     last = assert_one_line_error(code, err, FULL, "continue with --resume")
@@ -58,7 +62,7 @@ def test_full_disk_during_prepare(tmp_path, tiny_recipe, tmpfs, capsys, monkeypa
     code, _, err = invoke(["prepare", str(tiny_recipe), "--set", f"data.prepared_dir={out / 'data'}"],
                           capsys, monkeypatch)
     assert_one_line_error(code, err, str(out / "data"), FULL)
-    assert sorted(p.name for p in out.iterdir()) == [".filler"]
+    assert not (out / "data").exists() and not (out / "data.partial").exists()
 
 
 def test_train_into_a_read_only_directory(tmp_path, tiny_recipe, tmpfs, capsys, monkeypatch):
@@ -74,7 +78,7 @@ def test_prepared_data_in_a_read_only_directory(tmp_path, tiny_recipe, tmpfs, ca
     monkeypatch.chdir(tmp_path)
     code, _, err = invoke(["prepare", str(tiny_recipe), "--set", f"data.prepared_dir={ro / 'data'}"],
                           capsys, monkeypatch)
-    assert_one_line_error(code, err, str(ro / "data"), "Read-only file system")
+    assert_one_line_error(code, err, str(ro), "Read-only file system")
 
 
 def test_output_dir_naming_a_file(tmp_path, tiny_recipe, capsys, monkeypatch):

@@ -16,7 +16,7 @@ from tests.reliability import test_bad_input
 from tests.reliability.test_bad_input import check_error, invoke
 
 pytestmark = pytest.mark.reliability
-corpus, trained = test_bad_input.corpus, test_bad_input.trained  # fixtures shared with the bad-input table
+corpus = test_bad_input.corpus  # shared with the bad-input table (trained comes from conftest.py)
 
 SOURCE = b"1 2\n3 4 5\n"
 
