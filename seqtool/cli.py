@@ -212,10 +212,10 @@ def main() -> None:
     except SeqtoolError as err:
         _err(f"seqtool: error: {err}")
         sys.exit(2)
-    except Exception as err:
-        from seqtool.training.trainer import Stopped
+    except BaseException as err:
+        from seqtool.training.trainer import ForcedStop, Stopped
 
-        if isinstance(err, Stopped):
+        if isinstance(err, (Stopped, ForcedStop)):
             _err(f"seqtool: {err}")
             sys.exit(128 + err.signum)
         raise

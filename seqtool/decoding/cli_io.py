@@ -15,6 +15,7 @@ from seqtool.decoding.translate import translate_lines
 from seqtool.errors import SeqtoolError
 from seqtool.runs import load_run, pick_device
 from seqtool.util.files import atomic_open
+from seqtool.util.oom import out_of_memory_hint
 
 
 def read_source(path: Path | None) -> Iterator[str]:
@@ -41,7 +42,7 @@ def run_translate(checkpoint: Path, source: Path | None, output: Path | None, ov
                                    max_src_len=spec.max_src_len,
                                    device=next(run.model.parameters()).device, warn=warn, generator=generator)
     sink = atomic_open(output) if output else contextlib.nullcontext(sys.stdout)
-    with sink as out:
+    with sink as out, out_of_memory_hint("translating", "decode.batch_tokens (--batch-tokens) or decode.beam (--beam)"):
         for number, translation in enumerate(translations):
             if spec.n_best == 1:
                 out.write(translation.text + "\n")

@@ -9,6 +9,7 @@ from seqtool.decoding.search import SearchSettings
 from seqtool.errors import SeqtoolError
 from seqtool.runs import LoadedRun, load_run, pack_tokenizer, pick_device, tokenizer_sha256
 from seqtool.tasks import TASKS
+from seqtool.util.oom import out_of_memory_hint
 
 
 def run_data(run: LoadedRun) -> Path:
@@ -34,8 +35,10 @@ def evaluate_run(target: Path, split: str, overrides: dict, device: str = "auto"
     if not task.data.has(split):
         raise SeqtoolError(f"--split {split}: the recipe has no such split "
                            f"(have: {', '.join(task.data.manifest['splits'])})")
-    metrics = task.evaluate(run.model, split, SearchSettings.from_spec(run.recipe.decode, n_best=1, sample=False))
-    return {"checkpoint": str(run.path), "step": run.payload["trainer"]["step"], "task": run.recipe.task,
+    settings = SearchSettings.from_spec(run.recipe.decode, n_best=1, sample=False)
+    with out_of_memory_hint("evaluating", "decode.batch_tokens or decode.beam (--beam)"):
+        metrics = task.evaluate(run.model, split, settings)
+    return {"checkpoint": str(run.path), "step": run.payload.get("trainer", {}).get("step"), "task": run.recipe.task,
             "split": split, **metrics}
 
 

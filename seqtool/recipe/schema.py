@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_validator
 
@@ -12,6 +12,12 @@ from seqtool.models.config import SECTION, ModelConfig
 RECIPE_VERSION = 1
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # autocast dtypes, as seqtool.util.precision reads them
 Device = Literal["auto", "cpu", "cuda"]  # no cuda:N: a run's rank picks its GPU (CUDA_VISIBLE_DEVICES narrows them)
+Seed = Annotated[int, Field(ge=0, lt=2**64)]  # what numpy's default_rng and torch.manual_seed both take
+# Upper bounds on sizes that are held in memory at once or multiply into an allocation: far above any
+# sensible value, low enough that a typo fails in `check` rather than after minutes or gigabytes.
+MAX_GENERATED = 10_000_000
+MAX_BEAM = 128
+MAX_BATCH_TOKENS = 1_000_000
 
 
 class Spec(BaseModel):
@@ -40,10 +46,10 @@ class GenerateSpec(Spec):
     task: Literal["num2words", "copy", "reverse"] = Field(
         description="num2words: digits to English words; copy/reverse: random symbol strings"
     )
-    train: int = Field(20000, gt=0, description="training pairs")
-    valid: int = Field(500, gt=0, description="validation pairs")
-    test: int = Field(500, gt=0, description="test pairs")
-    seed: int = Field(1, description="generator seed (independent of the training seed)")
+    train: int = Field(20000, gt=0, le=MAX_GENERATED, description=f"training pairs (at most {MAX_GENERATED:,})")
+    valid: int = Field(500, gt=0, le=MAX_GENERATED, description=f"validation pairs (at most {MAX_GENERATED:,})")
+    test: int = Field(500, gt=0, le=MAX_GENERATED, description=f"test pairs (at most {MAX_GENERATED:,})")
+    seed: Seed = Field(1, description="generator seed (independent of the training seed; 0 to 2^64-1)")
     max_digits: int = Field(6, ge=1, le=12, description="num2words: largest number has this many digits")
     symbols: int = Field(10, ge=2, le=26, description="copy/reverse: alphabet size")
     min_len: int = Field(3, ge=1, description="copy/reverse: shortest string")
@@ -103,10 +109,11 @@ class SyntheticSpec(Spec):
         description="copy/denoise: recall K symbols after a delay; adding: sum two marked values; recall: x_{t-k} "
         "for each delay k; tomita/dyck: classify a string; arma: predict a simulated ARMA series"
     )
-    train: int = Field(10000, gt=0, description="training sequences")
-    valid: int = Field(1000, gt=0, description="validation sequences")
-    test: int = Field(1000, gt=0, description="test sequences")
-    seed: int = Field(1, description="generator seed (independent of the training seed)")
+    train: int = Field(10000, gt=0, le=MAX_GENERATED, description=f"training sequences (at most {MAX_GENERATED:,}; "
+                       "all are held in memory)")
+    valid: int = Field(1000, gt=0, le=MAX_GENERATED, description=f"validation sequences (at most {MAX_GENERATED:,})")
+    test: int = Field(1000, gt=0, le=MAX_GENERATED, description=f"test sequences (at most {MAX_GENERATED:,})")
+    seed: Seed = Field(1, description="generator seed (independent of the training seed; 0 to 2^64-1)")
     length: int = Field(100, gt=0, description="copy/denoise: the delay T; adding/recall: sequence length; "
                         "arma: window length")
     count: int = Field(10, gt=0, description="copy/denoise: K, the symbols to recall")
@@ -242,7 +249,8 @@ class EarlyStopSpec(Spec):
 class TrainSpec(Spec):
     optimizer: OptimSpec = Field(default_factory=OptimSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
-    batch_tokens: int = Field(4096, gt=0, description="translation: padded tokens per batch")
+    batch_tokens: int = Field(4096, gt=0, le=MAX_BATCH_TOKENS, description="translation: padded tokens per batch "
+                              f"(at most {MAX_BATCH_TOKENS:,}); lower it when training runs out of memory")
     batch_size: int | None = Field(
         None, gt=0, description="language models: parallel streams per batch; translation: max sentences"
     )
@@ -256,7 +264,8 @@ class TrainSpec(Spec):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     precision: Precision = Field(
         "auto", description="autocast dtype: auto = bf16 on CUDA, fp32 on a CPU; bf16 also on a CPU that computes "
-        "bf16 natively (AVX512-BF16 or AMX; elsewhere fp32); fp16 (with a gradient scaler) on CUDA only"
+        "bf16 natively (AVX512-BF16 or AMX; elsewhere fp32); fp16 (with a gradient scaler) on CUDA only,"
+        " refused on a CPU"
     )
     device: Device = Field("auto", description="auto = cuda when available")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch (null: torch's default)")
@@ -270,20 +279,22 @@ class TrainSpec(Spec):
 
 
 class DecodeSpec(Spec):
-    beam: int = Field(5, ge=1, description="beam width; 1 = greedy")
+    beam: int = Field(5, ge=1, le=MAX_BEAM, description=f"beam width; 1 = greedy (at most {MAX_BEAM}: memory grows "
+                      "with beam x batch)")
     alpha: float = Field(0.0, ge=0, description="GNMT length penalty ((5+|Y|)/6)^alpha; 0 = off")
     beta: float = Field(0.0, ge=0, description="GNMT coverage penalty weight; 0 = off")
     prune_margin: float | None = Field(
         None, gt=0, description="GNMT pruning (paper: 3.0): skip tokens this far below a hypothesis's best token, "
         "drop hypotheses this far below the best finished score (null: off)"
     )
-    n_best: int = Field(1, ge=1, description="hypotheses kept per input (<= beam)")
+    n_best: int = Field(1, ge=1, le=MAX_BEAM, description="hypotheses kept per input (<= beam)")
     max_len_a: float = Field(1.5, ge=0, description="output length limit a*|src| + b")
     max_len_b: int = Field(10, ge=1)
     max_src_len: int = Field(256, gt=0, description="translate: longer inputs are truncated (with a warning)")
     precision: Precision = Field(
         "auto", description="autocast dtype while decoding (validation, eval, translate); as train.precision")
-    batch_tokens: int = Field(6000, gt=0, description="padded source tokens per decoding batch")
+    batch_tokens: int = Field(6000, gt=0, le=MAX_BATCH_TOKENS, description="padded source tokens per decoding batch "
+                              f"(at most {MAX_BATCH_TOKENS:,}); lower it or the beam when decoding runs out of memory")
     batch_sentences: int | None = Field(None, gt=0, description="at most this many sentences per decoding batch")
     sample: bool = Field(False, description="sample instead of searching")
     temperature: float = Field(1.0, gt=0)
@@ -305,7 +316,7 @@ class EvalSpec(Spec):
     valid_decode_limit: int | None = Field(
         1000, gt=0, description="validation BLEU decodes at most this many sentences (null: all)"
     )
-    valid_beam: int | None = Field(None, ge=1, description="beam for validation BLEU (null: decode.beam)")
+    valid_beam: int | None = Field(None, ge=1, le=MAX_BEAM, description="beam for validation BLEU (null: decode.beam)")
     lm_streams: int = Field(10, gt=0, description="language-model evaluation: parallel streams")
 
     @field_validator("tokenize")
@@ -329,7 +340,7 @@ class Recipe(Spec):
     recipe_version: int = Field(RECIPE_VERSION, description="recipe format version")
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="run name; default run dir runs/<name>")
     task: str = Field("translation", description="a registered task: translation, lm (see seqtool/tasks)")
-    seed: int = Field(1, description="seed for initialisation, batch order and dropout")
+    seed: Seed = Field(1, description="seed for initialisation, batch order and dropout (0 to 2^64-1)")
     output_dir: str | None = Field(None, description="run directory (default runs/<name>)")
     data: DataSpec
     model: SerializeAsAny[ModelConfig]
