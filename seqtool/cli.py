@@ -3,22 +3,73 @@ logs and progress to stderr; a user error is one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from seqtool.errors import SeqtoolError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+_CLICK_ERRORS = sys.modules[typer.BadParameter.__module__]  # click's exceptions, or typer's vendored copy
+
+
+@contextlib.contextmanager
+def _usage_errors_in_one_line() -> Iterator[None]:
+    """A mistyped command, option or value as one `seqtool: error:` line (exit code 2) instead of
+    click's usage block; asking for nothing still shows the help."""
+    try:
+        yield
+    except getattr(_CLICK_ERRORS, "NoArgsIsHelpError", ()):
+        raise
+    except _CLICK_ERRORS.UsageError as err:
+        where = f" (see {err.ctx.command_path} --help)" if err.ctx else ""
+        raise SeqtoolError(" ".join(err.format_message().split()) + where) from None
+
+
+class _Commands(TyperGroup):
+    """Every command, with usage errors in one line, ending quietly with exit code 0 when its reader
+    closes stdout (`| head`), as Unix tools do; click would exit 1, which fails `set -o pipefail`."""
+
+    def make_context(self, *args, **kwargs):
+        with _usage_errors_in_one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        try:
+            with _usage_errors_in_one_line():
+                result = super().invoke(ctx)
+            sys.stdout.flush()  # inside the try: a close after the last write fails only here
+            return result
+        except BrokenPipeError:
+            # Python flushes stdout once more at exit; pointing it at /dev/null lets that succeed.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, evaluate and decode language and translation models from YAML recipes.")
 
 SetOpt = Annotated[list[str], typer.Option("--set", help="override a recipe key: --set train.max_steps=200 "
                                                           "(repeatable)")]
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="run directory or checkpoint .pt file")]
-DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or auto (overrides train.device)")]
+
+
+def _device(value: str | None) -> str | None:
+    from seqtool.recipe.schema import Device
+
+    if value is not None and value not in typing.get_args(Device):
+        raise SeqtoolError(f"--device {value}: expected one of {', '.join(typing.get_args(Device))}")
+    return value
+
+
+DeviceOpt = Annotated[str | None, typer.Option(callback=_device, help="cpu, cuda or auto (overrides train.device)")]
 BeamOpt = Annotated[int | None, typer.Option(help="beam width (1 = greedy)")]
 AlphaOpt = Annotated[float | None, typer.Option("--alpha", "--lenpen", help="GNMT length penalty")]
 BetaOpt = Annotated[float | None, typer.Option("--beta", "--covpen", help="GNMT coverage penalty")]
@@ -102,7 +153,7 @@ def translate(
     batch_tokens: Annotated[int | None, typer.Option(help="source tokens per batch")] = None,
     sample: Annotated[bool | None, typer.Option("--sample/--no-sample", help="sample instead of search")] = None,
     temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-    seed: Annotated[int, typer.Option(help="sampling seed")] = 1,
+    seed: Annotated[int, typer.Option(min=0, max=2**64 - 1, help="sampling seed")] = 1,
     device: DeviceOpt = None,
 ) -> None:
     """Translate raw text line by line: one output line per input line (n-best: n lines each)."""
@@ -157,17 +208,14 @@ def automaton(checkpoint: CheckpointOpt, split: Annotated[str, typer.Option(help
 
 def main() -> None:
     try:
-        app()
+        app(prog_name="seqtool")
     except SeqtoolError as err:
         _err(f"seqtool: error: {err}")
         sys.exit(2)
-    except BrokenPipeError:
-        sys.stderr.close()
-        sys.exit(0)
-    except Exception as err:
-        from seqtool.commands.train import Stopped
+    except BaseException as err:
+        from seqtool.commands.train import ForcedStop, Stopped
 
-        if isinstance(err, Stopped):
+        if isinstance(err, (Stopped, ForcedStop)):
             _err(f"seqtool: {err}")
             sys.exit(128 + err.signum)
         raise

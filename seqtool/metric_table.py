@@ -19,3 +19,17 @@ TEXT_METRICS: tuple[str, ...] = TextMetric.__args__
 def better(metric: str, a: float, b: float) -> bool:
     """Whether value a of `metric` beats value b."""
     return a > b if HIGHER_IS_BETTER[metric] else a < b
+
+
+def tokenizer_problem(name: str) -> str | None:
+    """Why sacrebleu cannot tokenize BLEU with `name` on this machine, or None; some tokenizers need
+    extra packages or download a model, which would otherwise fail only at the first validation."""
+    from sacrebleu.metrics import BLEU
+
+    if name not in BLEU.TOKENIZERS:
+        return f"not a sacrebleu tokenizer (known: {', '.join(BLEU.TOKENIZERS)})"
+    try:
+        BLEU(tokenize=name)
+    except (ImportError, OSError, RuntimeError) as err:
+        return f"sacrebleu cannot load it ({' '.join(str(err).split())[:160]})"
+    return None

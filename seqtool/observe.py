@@ -3,13 +3,41 @@ and a progress bar. Everything goes to stderr; ranks other than 0 stay silent.""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
+from seqtool.errors import SeqtoolError
 from seqtool.recipe.schema import LogSpec
 from seqtool.util.files import atomic_write_text
+
+
+class LogWriteError(SeqtoolError):
+    """train.log or metrics.jsonl could not be written (a full disk): training saves before it stops."""
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one whole line: a write that fails part-way is cut back, so no half line stays."""
+    data = memoryview(line.encode("utf-8"))
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise LogWriteError(f"{path}: cannot write ({err.strerror})") from None
+    start = os.fstat(fd).st_size
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        if isinstance(err, OSError):
+            raise LogWriteError(f"{path}: cannot write ({err.strerror})") from None
+        raise
+    finally:
+        os.close(fd)
 
 
 class Observer:
@@ -23,7 +51,6 @@ class Observer:
         if not self.enabled:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.log_file = open(run_dir / "train.log", "a", encoding="utf-8")
         if spec.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -37,8 +64,7 @@ class Observer:
         if not self.enabled:
             return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        self.log_file.write(f"{stamp} {message}\n")
-        self.log_file.flush()
+        append_line(self.run_dir / "train.log", f"{stamp} {message}\n")
         if self.bar is not None:
             self.bar.print(message)
         elif self.spec.progress != "none":
@@ -47,8 +73,7 @@ class Observer:
     def scalars(self, step: int, split: str, values: dict[str, float]) -> None:
         if not self.enabled:
             return
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"step": step, "split": split, **values}) + "\n")
+        append_line(self.run_dir / "metrics.jsonl", json.dumps({"step": step, "split": split, **values}) + "\n")
         if self.writer is not None:
             for key, value in values.items():
                 self.writer.add_scalar(f"{split}/{key}", value, step)
@@ -71,8 +96,6 @@ class Observer:
             self.bar.stop()
         if self.writer is not None:
             self.writer.close()
-        if self.enabled:
-            self.log_file.close()
 
 
 def _step_of(line: str) -> int | None:

@@ -8,6 +8,7 @@ from seqtool.commands.runs import LoadedRun, load_run, pack_tokenizer, pick_devi
 from seqtool.commands.tasks import open_task, prepare_task, task_class
 from seqtool.data.prepare import prepared_dir
 from seqtool.errors import SeqtoolError
+from seqtool.util.oom import out_of_memory_hint
 
 
 def run_data(run: LoadedRun) -> Path:
@@ -32,8 +33,10 @@ def evaluate_run(target: Path, split: str, overrides: dict, device: str = "auto"
     if not task.data.has(split):
         raise SeqtoolError(f"--split {split}: the recipe has no such split "
                            f"(have: {', '.join(task.data.manifest['splits'])})")
-    metrics = task.evaluate(run.model, split, run.recipe.decode.model_copy(update={"n_best": 1, "strategy": "beam"}))
-    return {"checkpoint": str(run.path), "step": run.payload["trainer"]["step"], "task": run.recipe.task,
+    settings = run.recipe.decode.model_copy(update={"n_best": 1, "strategy": "beam"})
+    with out_of_memory_hint("evaluating", "decode.batch_tokens or decode.beam (--beam)"):
+        metrics = task.evaluate(run.model, split, settings)
+    return {"checkpoint": str(run.path), "step": run.payload.get("trainer", {}).get("step"), "task": run.recipe.task,
             "split": split, **metrics}
 
 

@@ -8,6 +8,6 @@ composes itself; a test or script that defines its own model registers it the sa
 import seqtool.decoding.search  # noqa: F401  (registers the decoding strategies)
 import seqtool.models  # noqa: F401  (registers every model family)
 import seqtool.tasks  # noqa: F401  (registers every task with its data spec)
-from seqtool.recipe import Recipe, dump_recipe, load_recipe, migrate_stored, recipe_from_dict
+from seqtool.recipe import Recipe, drop_retired, dump_recipe, load_recipe, recipe_from_dict
 
-__all__ = ["Recipe", "dump_recipe", "load_recipe", "migrate_stored", "recipe_from_dict"]
+__all__ = ["Recipe", "drop_retired", "dump_recipe", "load_recipe", "recipe_from_dict"]

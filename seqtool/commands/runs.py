@@ -15,11 +15,12 @@ from pathlib import Path
 
 import torch
 
-from seqtool.commands.recipes import Recipe, migrate_stored, recipe_from_dict
+from seqtool.commands.recipes import Recipe, drop_retired, recipe_from_dict
 from seqtool.data.vocab import Vocabs
 from seqtool.errors import SeqtoolError
 from seqtool.models import MODELS
 from seqtool.models.base import VocabSizes
+from seqtool.recipe.overrides import merged
 from seqtool.training.checkpoint import load_checkpoint
 from seqtool.util.ownership import is_run_dir
 
@@ -87,7 +88,7 @@ def load_run(target: str | Path, overrides: dict | None = None, device: torch.de
     """The model of a run dir or checkpoint, in eval mode on `device`; overrides patch the recipe."""
     path = checkpoint_path(Path(target))
     payload = load_checkpoint(path)
-    raw = _deep_update(migrate_stored(dict(payload["recipe"])), overrides or {})
+    raw = merged(drop_retired(payload["recipe"]), overrides or {})
     recipe = recipe_from_dict(raw, source=f"{path} (recipe)")
     run_dir = path.parent.parent if path.parent.name == "checkpoints" and is_run_dir(path.parent.parent) else None
     if run_dir is not None:
@@ -107,15 +108,6 @@ def load_run(target: str | Path, overrides: dict | None = None, device: torch.de
         raise SeqtoolError(f"{path}: weights do not fit model {recipe.model.arch!r} "
                            f"({str(err).splitlines()[0]})") from None
     return LoadedRun(recipe, vocabs, model.to(device).eval(), payload, run_dir, path)
-
-
-def _deep_update(base: dict, changes: dict) -> dict:
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            base[key] = _deep_update(dict(base[key]), value)
-        else:
-            base[key] = value
-    return base
 
 
 def pick_device(kind: str) -> torch.device:

@@ -8,18 +8,20 @@ from pathlib import Path
 
 import torch
 
-from seqtool.commands.recipes import Recipe, dump_recipe, migrate_stored, recipe_from_dict
+from seqtool.commands.recipes import Recipe, drop_retired, dump_recipe
 from seqtool.commands.runs import build_model, count_parameters, pack_tokenizer, pick_device, tokenizer_sha256
 from seqtool.commands.tasks import open_task, prepare_task
 from seqtool.data.prepare import prepared_dir
 from seqtool.errors import SeqtoolError
 from seqtool.observe import Observer
-from seqtool.training.checkpoint import CheckpointDir, load_checkpoint
+from seqtool.training.checkpoint import CheckpointDir, check_resumable, load_checkpoint
 from seqtool.training.distributed import DistInfo, barrier, init_distributed
-from seqtool.training.trainer import Stopped, Trainer
+from seqtool.training.trainer import ForcedStop, Stopped, Trainer
+from seqtool.util.oom import out_of_memory_hint
 from seqtool.util.ownership import claim_run_dir, run_lock
+from seqtool.util.precision import check_precision
 
-__all__ = ["Stopped", "seed_everything", "train_recipe"]
+__all__ = ["ForcedStop", "Stopped", "seed_everything", "train_recipe"]
 
 _MAY_CHANGE = ("train", "log", "eval", "decode", "output_dir")
 
@@ -32,6 +34,7 @@ def seed_everything(seed: int) -> None:
 def train_recipe(recipe: Recipe, *, resume: bool = False) -> dict:
     """Train a recipe in its run directory; returns the final test (or validation) metrics."""
     device = pick_device(recipe.train.device)
+    check_precision(recipe, device)
     dist_info = init_distributed(device.type)
     if device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
@@ -68,7 +71,8 @@ def _train(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device, di
     observer.info(f"{recipe.name}: {recipe.model.arch} with {count_parameters(model):,} parameters on {device}"
                   f"{f' x{dist_info.world} ranks' if dist_info.world > 1 else ''}; run dir {run_dir}")
     try:
-        state = trainer.train()
+        with out_of_memory_hint("training", "train.batch_tokens (train.batch_size for streams and sequences)"):
+            state = trainer.train()
         observer.info(f"finished at step {state.step} (epoch {state.epoch}); best {recipe.train.early_stopping.metric} "
                       f"{state.best_value} at step {state.best_step}; {state.skipped_steps} steps skipped")
         return _final_report(recipe, trainer, task, observer, dist_info) if dist_info.main else {}
@@ -86,6 +90,7 @@ def _checked_payload(recipe: Recipe, run_dir: Path, latest: Path, resume: bool) 
                                "output_dir to a new directory")
         return None
     payload = load_checkpoint(latest)
+    check_resumable(latest, payload)
     if payload["recipe"].get("model") != recipe.model_dump(mode="json")["model"]:
         raise SeqtoolError(f"{latest}: the checkpoint's model section differs from the recipe's; "
                            "resume needs the same architecture")
@@ -111,12 +116,16 @@ def _prepare_task(recipe: Recipe, run_dir: Path, dist_info: DistInfo, device: to
 
 
 def _resume(trainer: Trainer, payload: dict, latest: Path, extra: dict, observer: Observer) -> None:
-    saved = recipe_from_dict(migrate_stored(payload["recipe"]), source=str(latest)).model_dump(mode="json")
+    saved = drop_retired(payload["recipe"])
     for key in sorted(set(saved) | set(extra["recipe"])):
         if key not in _MAY_CHANGE and saved.get(key) != extra["recipe"].get(key):
             observer.info(f"warning: recipe key {key!r} differs from the checkpoint's; the checkpoint's data "
                           "order and seed continue")
-    trainer.load_state(payload)
+    try:
+        trainer.load_state(payload)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:  # state of another seqtool, or damaged
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise SeqtoolError(f"{latest}: cannot resume from this checkpoint ({reason})") from None
     trainer.ckpt.latest_step = trainer.state.step
     observer.truncate_after(trainer.state.step)
     observer.info(f"resumed from {latest} at step {trainer.state.step} (epoch {trainer.state.epoch})")
@@ -130,7 +139,8 @@ def _final_report(recipe: Recipe, trainer: Trainer, task, observer: Observer, di
     trainer.model.eval()
     split = "test" if task.data.has("test") else "valid"
     settings = recipe.decode
-    metrics = task.evaluate(trainer.model, split, settings)
+    with out_of_memory_hint(f"evaluating on {split}", "decode.batch_tokens or decode.beam"):
+        metrics = task.evaluate(trainer.model, split, settings)
     observer.info(f"{split} ({'best' if best.exists() else 'final'} checkpoint): "
                   + " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     for sample in task.samples(trainer.model, split, settings, count=3):

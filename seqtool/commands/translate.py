@@ -10,22 +10,19 @@ from pathlib import Path
 import torch
 
 from seqtool.commands.runs import load_run, pick_device
-from seqtool.data.textio import decode_line
+from seqtool.data.textio import decode_line, iter_lines, numbered_lines
 from seqtool.decoding.translate import translate_lines
-from seqtool.errors import SeqtoolError, located
+from seqtool.errors import SeqtoolError
 from seqtool.util.files import atomic_open
+from seqtool.util.oom import out_of_memory_hint
 
 
 def read_source(path: Path | None) -> Iterator[str]:
     """Lines of a file or stdin as text; bad UTF-8 fails naming the line and byte."""
-    name = path or Path("<stdin>")
-    try:
-        handle = open(path, "rb") if path else sys.stdin.buffer
-    except OSError as err:
-        raise located(path, f"cannot read ({err.strerror})") from None
-    with handle if path else contextlib.nullcontext(handle):
-        for number, raw in enumerate(handle, start=1):
-            yield decode_line(name, number, raw, "strict")
+    if path is not None:
+        return iter_lines(path, hint="")
+    stdin = Path("<stdin>")
+    return (decode_line(stdin, number, raw, "strict") for number, raw in numbered_lines(sys.stdin.buffer, stdin))
 
 
 def run_translate(checkpoint: Path, source: Path | None, output: Path | None, overrides: dict, *,
@@ -39,7 +36,7 @@ def run_translate(checkpoint: Path, source: Path | None, output: Path | None, ov
     translations = translate_lines(run.model, run.vocabs, read_source(source), spec,
                                    device=next(run.model.parameters()).device, warn=warn, generator=generator)
     sink = atomic_open(output) if output else contextlib.nullcontext(sys.stdout)
-    with sink as out:
+    with sink as out, out_of_memory_hint("translating", "decode.batch_tokens (--batch-tokens) or decode.beam (--beam)"):
         for number, translation in enumerate(translations):
             if spec.n_best == 1:
                 out.write(translation.text + "\n")

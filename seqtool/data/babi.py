@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from seqtool.data.prepare import FORMAT, build_prepared, data_root, manifest_header, prepared_place, token_dtype
-from seqtool.data.textio import sha256_file
+from seqtool.data.textio import iter_lines, sha256_file
 from seqtool.data.tokenizer import PAD, train_tokenizer
 from seqtool.data.vocab import Vocabs, directory_sha256
 from seqtool.errors import SeqtoolError
@@ -73,27 +73,26 @@ def _words(text: str) -> list[str]:
 def parse_task_file(path: Path) -> TaskFile:
     """Statements and questions of one bAbI file; malformed lines fail naming file and line."""
     parsed, story, first, index = TaskFile(), -1, 0, {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            ident, _, text = line.rstrip("\n").partition(" ")
-            if not ident.isdigit() or not text.strip():
-                raise SeqtoolError(f"{path}:{number}: expected 'ID statement' or 'ID question<TAB>answer<TAB>ids'")
-            if ident == "1":
-                story, first, index = story + 1, len(parsed.statements), {}
-            if "\t" not in text:
-                index[int(ident)] = len(parsed.statements)
-                parsed.statements.append(_words(text))
-                continue
-            question, answer, *rest = text.split("\t")
-            try:
-                support = [index[int(i)] for i in (rest[0].split() if rest else [])]
-            except (KeyError, ValueError):
-                raise SeqtoolError(f"{path}:{number}: supporting fact ids {rest[0]!r} are not statements "
-                                   "of this story") from None
-            if not answer.strip() or len(answer.split()) != 1:
-                raise SeqtoolError(f"{path}:{number}: the answer must be one token, got {answer!r}")
-            parsed.questions.append(Question(story, _words(question), answer.strip(), support, first,
-                                             len(parsed.statements)))
+    for number, line in enumerate(iter_lines(path, hint=""), 1):
+        ident, _, text = line.partition(" ")
+        if not ident.isdecimal() or not text.strip():
+            raise SeqtoolError(f"{path}:{number}: expected 'ID statement' or 'ID question<TAB>answer<TAB>ids'")
+        if ident == "1":
+            story, first, index = story + 1, len(parsed.statements), {}
+        if "\t" not in text:
+            index[int(ident)] = len(parsed.statements)
+            parsed.statements.append(_words(text))
+            continue
+        question, answer, *rest = text.split("\t")
+        try:
+            support = [index[int(i)] for i in (rest[0].split() if rest else [])]
+        except (KeyError, ValueError):
+            raise SeqtoolError(f"{path}:{number}: supporting fact ids {rest[0]!r} are not statements "
+                               "of this story") from None
+        if not answer.strip() or len(answer.split()) != 1:
+            raise SeqtoolError(f"{path}:{number}: the answer must be one token, got {answer!r}")
+        parsed.questions.append(Question(story, _words(question), answer.strip(), support, first,
+                                         len(parsed.statements)))
     if not parsed.questions:
         raise SeqtoolError(f"{path}: no questions (not a bAbI task file?)")
     return parsed
@@ -145,7 +144,7 @@ def prepare_babi(recipe, log=print, verify=None) -> Path:
     inputs = {f"{p.parent.name}/{p.name}": {"path": str(p), "sha256": sha256_file(p)}
               for paths in files.values() for p in paths.values()}
     fingerprint = {"format": FORMAT, "task": recipe.task, "inputs": inputs,
-                   "settings": recipe.data.model_dump(mode="json", exclude={"workers", "prepared_dir"})}
+                   "settings": recipe.data.model_dump(mode="json", exclude={"prepared_dir"})}
 
     def build(stage: Path) -> dict:
         splits = _read_splits(files, spec.valid_fraction)

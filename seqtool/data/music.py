@@ -36,11 +36,15 @@ def piano_roll(piece: list, lowest: int, highest: int, where: str) -> np.ndarray
 def load_music(path: Path, lowest: int, highest: int) -> dict[str, Examples]:
     """Every split of a piano-roll JSON file as next-frame prediction examples."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes())  # from bytes, json skips a byte-order mark itself
     except FileNotFoundError:
         raise SeqtoolError(f"data.music.file: {path}: no such file (set SEQTOOL_DATA or fix the path)") from None
+    except OSError as err:
+        raise SeqtoolError(f"data.music.file: {path}: cannot read ({err.strerror})") from None
     except (ValueError, UnicodeDecodeError) as err:
         raise SeqtoolError(f"data.music.file: {path}: not JSON ({err})") from None
+    except RecursionError:
+        raise SeqtoolError(f"data.music.file: {path}: nested too deeply to be piano rolls") from None
     if not isinstance(data, dict) or any(not isinstance(data.get(s), list) or not data[s] for s in SPLITS):
         raise SeqtoolError(f"data.music.file: {path}: expected an object with non-empty lists "
                            f"{', '.join(SPLITS)}")

@@ -114,10 +114,10 @@ def build_prepared(out: Path, fingerprint: dict, build, log, *, inputs: list[Pat
 def _build_in_stage(stage: Path, build, verify, swap) -> dict:
     """Build into a fresh stage marked as seqtool's, list its files in the manifest, write that last,
     and `swap` the stage into place; a failure at any point removes the stage."""
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir()
-    (stage / PREPARED_MARKER).touch()
     try:
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir()
+        (stage / PREPARED_MARKER).touch()
         manifest = build(stage)
         manifest["files"] = {str(p.relative_to(stage)): p.stat().st_size
                              for p in sorted(stage.rglob("*")) if p.is_file()}
@@ -125,8 +125,11 @@ def _build_in_stage(stage: Path, build, verify, swap) -> dict:
             verify(stage)
         atomic_write_text(stage / "manifest.json", json.dumps(manifest, indent=1))
         swap()
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(stage, ignore_errors=True)
+        if isinstance(err, OSError):  # a full disk, a read-only place
+            where = f": {err.filename}" if err.filename else ""
+            raise SeqtoolError(f"{stage}: cannot write the prepared data ({err.strerror}{where})") from None
         raise
     return manifest
 
@@ -154,7 +157,9 @@ def _resolve_splits(spec: TextDataSpec, out: Path) -> dict[str, SplitSpec]:
         paths = {side: str(root / p) for side, p in split.model_dump().items() if p is not None}
         for side, path in paths.items():
             if not Path(path).is_file():
-                raise SeqtoolError(f"data.{name}.{side}: {path}: no such file (data root: {root}; "
+                # prepare reads a corpus several times (hash, tokenizer, encoding): a FIFO cannot serve
+                what = "not a regular file" if Path(path).exists() else "no such file"
+                raise SeqtoolError(f"data.{name}.{side}: {path}: {what} (data root: {root}; "
                                    "set SEQTOOL_DATA or fix the path)")
         resolved[name] = SplitSpec(**paths)
     if "valid" not in resolved:
@@ -163,7 +168,7 @@ def _resolve_splits(spec: TextDataSpec, out: Path) -> dict[str, SplitSpec]:
 
 
 def _fingerprint(recipe: Recipe, splits: dict[str, SplitSpec]) -> dict:
-    settings = recipe.data.model_dump(mode="json", exclude={"workers", "prepared_dir"})
+    settings = recipe.data.model_dump(mode="json", exclude={"prepared_dir"})
     inputs = {}
     if recipe.data.generate is None:
         for name, split in splits.items():
@@ -184,10 +189,12 @@ def _is_current(out: Path, fingerprint: dict) -> bool:
 
 def _generate(spec: TextDataSpec, raw: Path) -> None:
     raw.mkdir(parents=True)
-    for split in SPLITS:
-        pairs = list(generate_pairs(spec.generate, split))
-        for index, side in enumerate(("src", "tgt")):
-            (raw / f"{split}.{side}").write_text("".join(p[index] + "\n" for p in pairs), encoding="utf-8")
+    for split in SPLITS:  # streamed: a large data.generate count never sits in memory
+        with open(raw / f"{split}.src", "w", encoding="utf-8") as src, \
+                open(raw / f"{split}.tgt", "w", encoding="utf-8") as tgt:
+            for source, target in generate_pairs(spec.generate, split):
+                src.write(source + "\n")
+                tgt.write(target + "\n")
 
 
 def _train_vocabs(recipe: Recipe, train: SplitSpec) -> Vocabs:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from itertools import zip_longest
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from seqtool.errors import SeqtoolError, located
 
@@ -17,6 +18,11 @@ _HINT = " (data.encoding_errors: replace or skip lets it through)"
 # Control characters (Unicode category Cc) other than tab: invisible to every tokenizer, they
 # would otherwise be learnt as pieces or split words unpredictably, so they become spaces.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Editors on Windows start UTF-8 files with a byte-order mark (U+FEFF), and `cat` of such files puts
+# it inside; it is no part of the text, and kept it would join the word after it.
+BOM = codecs.BOM_UTF8
+_ZWNBSP = "\ufeff"
+MAX_LINE_BYTES = 256 << 20  # text8, a corpus of one 100 MB line, still fits
 
 
 def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -24,14 +30,23 @@ def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
         handle = open(path, "rb")
     except FileNotFoundError:
         raise located(path, "no such file") from None
-    except (IsADirectoryError, PermissionError) as err:
-        raise located(path, f"cannot read ({err.__class__.__name__})") from None
+    except OSError as err:
+        raise located(path, f"cannot read ({err.strerror or err.__class__.__name__})") from None
     with handle:
-        yield from enumerate(handle, start=1)
+        yield from numbered_lines(handle, path)
+
+
+def numbered_lines(handle: BinaryIO, name: Path) -> Iterator[tuple[int, bytes]]:
+    """(number, bytes) of each line of a stream; a line longer than MAX_LINE_BYTES fails naming it,
+    where /dev/zero or a binary file would otherwise fill memory."""
+    for number, raw in enumerate(iter(lambda: handle.readline(MAX_LINE_BYTES + 1), b""), start=1):
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raise located(name, f"a line longer than {MAX_LINE_BYTES >> 20} MiB (not a text file?)", number)
+        yield number, raw
 
 
 def decode_line(path: Path, number: int, raw: bytes, errors: str, hint: str = "") -> str | None:
-    """UTF-8 text of one line; None when errors="skip" drops it.
+    """UTF-8 text of one line, without byte-order marks; None when errors="skip" drops it.
 
     errors: "strict" fails naming the line and byte offset, "replace" substitutes U+FFFD.
     """
@@ -43,7 +58,7 @@ def decode_line(path: Path, number: int, raw: bytes, errors: str, hint: str = ""
         if errors == "strict":
             raise located(path, f"invalid UTF-8 at byte {err.start} of the line{hint}", number) from None
         text = raw.decode("utf-8", errors="replace")
-    return _CONTROL.sub(" ", text.rstrip("\r\n"))
+    return _CONTROL.sub(" ", text.rstrip("\r\n")).replace(_ZWNBSP, "")
 
 
 def iter_lines(path: Path, errors: str = "strict", hint: str = _HINT) -> Iterator[str]:

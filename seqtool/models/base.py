@@ -90,9 +90,10 @@ class Seq2SeqModel(Model):
 
     out: nn.Linear
 
-    @abstractmethod
     def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """Features (B, T, D) before the output layer, for every target position given the gold prefix."""
+        """Features (B, T, D) before the output layer, for every target position given the gold prefix
+        (what `loss` trains; a model that is only searched, such as a test's probability table, may omit it)."""
+        raise NotImplementedError
 
     @abstractmethod
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> Rows:

@@ -14,13 +14,14 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, SerializeAsAny, ValidationError, model_serializer
 
+from seqtool.models.config import SECTION
 from seqtool.registry import Registry
 
 
 class ComponentConfig(BaseModel):
     """The options of one registered component; subclasses add typed fields with descriptions."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(**SECTION, frozen=True)
     reference_type: ClassVar[str] = "a name, or {name: ..., option: value}"  # for `seqtool keys`
 
     name: str

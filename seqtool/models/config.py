@@ -4,6 +4,10 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+# Every recipe section: an unknown key is an error, and so is .inf or .nan (YAML floats no setting
+# means; a bound like gt=0 lets .inf through).
+SECTION = ConfigDict(extra="forbid", allow_inf_nan=False)
+
 
 class ModelConfig(BaseModel):
     """A model section of a recipe: `arch` picks the registry entry, the rest is its config.
@@ -13,7 +17,7 @@ class ModelConfig(BaseModel):
     fails when it is loaded rather than during decoding.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SECTION
 
     arch: str
     tasks: ClassVar[tuple[str, ...]] = ()

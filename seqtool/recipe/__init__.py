@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import types
 import typing
@@ -11,34 +12,57 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from seqtool.errors import SeqtoolError
+from seqtool.errors import SeqtoolError, located
 from seqtool.recipe.overrides import apply_overrides
 from seqtool.recipe.schema import Recipe
+from seqtool.recipe.strict_yaml import load_yaml, problem
 from seqtool.registry import MODELS, TASKS, Registry
 from seqtool.util.files import atomic_write_text
 
-__all__ = ["Recipe", "load_recipe", "recipe_from_dict", "migrate_stored", "dump_recipe", "read_yaml"]
+__all__ = ["Recipe", "load_recipe", "recipe_from_dict", "dump_recipe", "read_yaml", "drop_retired"]
+# Keys that earlier versions wrote into every run's recipe and checkpoint: a stored recipe loses them
+# (drop_retired), a recipe a user gives that still sets one fails as an unknown key.
+RETIRED = (("data", "workers"),)
+
+
+MAX_RECIPE_BYTES = 1 << 20
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Safely load a YAML mapping, with errors that name the file and line."""
     path = Path(path)
+    data = _read_bounded(path).removeprefix(codecs.BOM_UTF8)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SeqtoolError(f"{path}: no such file") from None
-    except (UnicodeDecodeError, IsADirectoryError, PermissionError) as err:
-        raise SeqtoolError(f"{path}: cannot read recipe ({err.__class__.__name__})") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        raise located(path, f"invalid UTF-8 at byte {err.start - line_start} of the line",
+                      data.count(b"\n", 0, err.start) + 1) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise SeqtoolError(f"{path}{line}: malformed YAML: {problem}") from None
+        line, what = problem(err)
+        raise located(path, f"malformed YAML: {what}", line) from None
+    if raw is None:
+        raise located(path, "empty recipe")
     if not isinstance(raw, dict):
-        raise SeqtoolError(f"{path}: a recipe is a YAML mapping of sections, got {type(raw).__name__}")
+        raise located(path, f"a recipe is a YAML mapping of sections, got {type(raw).__name__}")
     return raw
+
+
+def _read_bounded(path: Path) -> bytes:
+    """At most MAX_RECIPE_BYTES of a file, FIFO or device (a recipe may come from a process
+    substitution), refusing anything longer rather than reading without end."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_RECIPE_BYTES + 1)
+    except FileNotFoundError:
+        raise located(path, "no such file") from None
+    except OSError as err:
+        raise located(path, f"cannot read recipe ({err.strerror or err.__class__.__name__})") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise located(path, f"larger than {MAX_RECIPE_BYTES >> 20} MiB; not a recipe")
+    return data
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
@@ -66,21 +90,6 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
         raise SeqtoolError(f"{source}: {message}") from None
 
 
-def migrate_stored(raw: dict[str, Any]) -> dict[str, Any]:
-    """A recipe mapping stored in a checkpoint, in today's shape. Older checkpoints hold a data section with
-    every task's keys (the other tasks' unset; those the task's data spec lacks are dropped) and
-    decode.sample (now decode.strategy)."""
-    data, task = raw.get("data"), raw.get("task", Recipe.model_fields["task"].default)
-    if isinstance(data, dict) and task in TASKS.names():
-        known = TASKS.get(task).config.model_fields
-        raw = {**raw, "data": {k: v for k, v in data.items() if k in known}}
-    decode = raw.get("decode")
-    if isinstance(decode, dict) and "sample" in decode:  # decode.sample: bool became decode.strategy
-        decode = {k: v for k, v in decode.items() if k != "sample"}
-        raw = {**raw, "decode": {**decode, "strategy": "sample" if raw["decode"]["sample"] else "beam"}}
-    return raw
-
-
 def _registered(registry: Registry, name: Any, where: str) -> type[BaseModel]:
     try:
         return registry.get(name).config
@@ -92,13 +101,32 @@ def _other_task_key(err: ValidationError, prefix: tuple, task: str) -> str | Non
     """A data key of another task (the likelier slip than the keys it leaves missing): name that task."""
     if prefix != ("data",):
         return None
-    for problem in err.errors():
-        if problem["type"] == "extra_forbidden" and len(problem["loc"]) == 1:
-            key = problem["loc"][0]
+    for error in err.errors():
+        if error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
+            key = error["loc"][0]
             owners = [name for name in TASKS.names() if key in TASKS.get(name).config.model_fields]
             if owners:
                 return f"data.{key} is read by task {owners[0]!r} (not {task!r})"
     return None
+
+
+def drop_retired(stored: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a recipe stored by an earlier seqtool (in a checkpoint), in today's shape: without the
+    RETIRED keys; a data section written when it held every task's keys (the other tasks' unset) keeps
+    only those its task's data spec has; decode.sample (a bool) becomes decode.strategy."""
+    raw = dict(stored)
+    for section, key in RETIRED:
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            raw[section] = {k: v for k, v in raw[section].items() if k != key}
+    data, task = raw.get("data"), raw.get("task", Recipe.model_fields["task"].default)
+    if isinstance(data, dict) and task in TASKS.names():
+        known = TASKS.get(task).config.model_fields
+        raw["data"] = {k: v for k, v in data.items() if k in known}
+    decode = raw.get("decode")
+    if isinstance(decode, dict) and "sample" in decode:
+        strategy = "sample" if decode["sample"] else "beam"
+        raw["decode"] = {**{k: v for k, v in decode.items() if k != "sample"}, "strategy": strategy}
+    return raw
 
 
 def dump_recipe(recipe: Recipe, path: str | Path) -> None:

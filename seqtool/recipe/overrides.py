@@ -1,4 +1,4 @@
-"""`--set a.b.c=value` overrides: dotted paths into the recipe, values parsed as YAML scalars."""
+"""`--set a.b.c=value` overrides: dotted paths into the recipe, values parsed as YAML."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 
 from seqtool.errors import SeqtoolError
+from seqtool.recipe.strict_yaml import load_yaml, problem
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -14,16 +15,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     path = key.strip().split(".")
     if not sep or not all(path):
-        raise SeqtoolError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. train.max_steps=200")
+        raise SeqtoolError(f"--set {_short(text)}: expected KEY.PATH=VALUE, e.g. train.max_steps=200")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as err:
-        raise SeqtoolError(f"--set {key}: value {raw!r} is not valid YAML ({_first_line(err)})") from None
+        raise SeqtoolError(f"--set {key}: value {_short(raw)} is not valid YAML ({problem(err)[1]})") from None
     return path, value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply overrides in order to a plain recipe mapping (in place) and return it."""
+    """Apply overrides in order to a plain recipe mapping (in place) and return it. A mapping value
+    merges into the section it names, so `--set train={max_steps: 9}` keeps the recipe's other train keys."""
     for text in overrides:
         path, value = parse_override(text)
         node = raw
@@ -35,9 +37,17 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 where = ".".join(path[: depth + 1])
                 raise SeqtoolError(f"--set {'.'.join(path)}: {where} is a value, not a section")
             node = child
-        node[path[-1]] = value
+        node[path[-1]] = merged(node.get(path[-1]), value)
     return raw
 
 
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0]
+def merged(old: Any, new: Any) -> Any:
+    """`new`, except that mappings merge key by key into `old`'s (neither is changed)."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return new
+    return {**old, **{key: merged(old.get(key), value) for key, value in new.items()}}
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """repr of a user's value, cut so that a megabyte of it still makes one readable line."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
+from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_validator
 
 from seqtool.metric_table import SelectMetric, TextMetric
-from seqtool.models.config import ModelConfig
+from seqtool.models.config import SECTION, ModelConfig
 
 RECIPE_VERSION = 1
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # autocast dtypes, as seqtool.util.precision reads them
+Device = Literal["auto", "cpu", "cuda"]  # no cuda:N: a run's rank picks its GPU (CUDA_VISIBLE_DEVICES narrows them)
+Seed = Annotated[int, Field(ge=0, lt=2**64)]  # what numpy's default_rng and torch.manual_seed both take
+# Upper bounds on sizes that are held in memory at once or multiply into an allocation: far above any
+# sensible value, low enough that a typo fails in `check` rather than after minutes or gigabytes.
+MAX_GENERATED = 10_000_000
+MAX_BEAM = 128
+MAX_BATCH_TOKENS = 1_000_000
 
 
 class Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = SECTION
 
 
 class SplitSpec(Spec):
@@ -40,10 +47,10 @@ class GenerateSpec(Spec):
     task: Literal["num2words", "copy", "reverse"] = Field(
         description="num2words: digits to English words; copy/reverse: random symbol strings"
     )
-    train: int = Field(20000, gt=0, description="training pairs")
-    valid: int = Field(500, gt=0, description="validation pairs")
-    test: int = Field(500, gt=0, description="test pairs")
-    seed: int = Field(1, description="generator seed (independent of the training seed)")
+    train: int = Field(20000, gt=0, le=MAX_GENERATED, description=f"training pairs (at most {MAX_GENERATED:,})")
+    valid: int = Field(500, gt=0, le=MAX_GENERATED, description=f"validation pairs (at most {MAX_GENERATED:,})")
+    test: int = Field(500, gt=0, le=MAX_GENERATED, description=f"test pairs (at most {MAX_GENERATED:,})")
+    seed: Seed = Field(1, description="generator seed (independent of the training seed; 0 to 2^64-1)")
     max_digits: int = Field(6, ge=1, le=12, description="num2words: largest number has this many digits")
     symbols: int = Field(10, ge=2, le=26, description="copy/reverse: alphabet size")
     min_len: int = Field(3, ge=1, description="copy/reverse: shortest string")
@@ -76,6 +83,8 @@ class DataSpec(Spec):
         None, description="where prepare writes binarized data; default <output_dir>/data"
     )
 
+    _own_directory = field_validator("prepared_dir")(lambda value: own_directory(value))
+
 
 class TextDataSpec(DataSpec):
     """Text corpora, read by tasks translation (src/tgt pairs) and lm (running text)."""
@@ -94,9 +103,6 @@ class TextDataSpec(DataSpec):
     encoding_errors: Literal["strict", "replace", "skip"] = Field(
         "strict", description="non-UTF-8 input: fail naming line and byte, replace bad bytes, or skip the line"
     )
-    workers: int = Field(0, ge=0, description="encoding processes; 0 = one per CPU core")
-
-    _own_directory = field_validator("prepared_dir")(lambda value: own_directory(value))
 
     @model_validator(mode="after")
     def _fill_corpus(self) -> TextDataSpec:
@@ -165,7 +171,8 @@ class EarlyStopSpec(Spec):
 class TrainSpec(Spec):
     optimizer: OptimSpec = Field(default_factory=OptimSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
-    batch_tokens: int = Field(4096, gt=0, description="translation: padded tokens per batch")
+    batch_tokens: int = Field(4096, gt=0, le=MAX_BATCH_TOKENS, description="translation: padded tokens per batch "
+                              f"(at most {MAX_BATCH_TOKENS:,}); lower it when training runs out of memory")
     batch_size: int | None = Field(
         None, gt=0, description="language models: parallel streams per batch; translation: max sentences"
     )
@@ -179,9 +186,10 @@ class TrainSpec(Spec):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     precision: Precision = Field(
         "auto", description="autocast dtype: auto = bf16 on CUDA, fp32 on a CPU; bf16 also on a CPU that computes "
-        "bf16 natively (AVX512-BF16 or AMX; elsewhere fp32); fp16 (with a gradient scaler) on CUDA only"
+        "bf16 natively (AVX512-BF16 or AMX; elsewhere fp32); fp16 (with a gradient scaler) on CUDA only,"
+        " refused on a CPU"
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
+    device: Device = Field("auto", description="auto = cuda when available")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch (null: torch's default)")
     compile: bool = Field(False, description="torch.compile the model")
     validate_every: int = Field(1000, gt=0, description="validate every N steps (and at the end)")
@@ -193,21 +201,23 @@ class TrainSpec(Spec):
 
 
 class DecodeSpec(Spec):
-    beam: int = Field(5, ge=1, description="beam width; 1 = greedy")
+    beam: int = Field(5, ge=1, le=MAX_BEAM, description=f"beam width; 1 = greedy (at most {MAX_BEAM}: memory grows "
+                      "with beam x batch)")
     alpha: float = Field(0.0, ge=0, description="GNMT length penalty ((5+|Y|)/6)^alpha; 0 = off")
     beta: float = Field(0.0, ge=0, description="GNMT coverage penalty weight; 0 = off")
     prune_margin: float | None = Field(
         None, gt=0, description="GNMT pruning (paper: 3.0): skip tokens this far below a hypothesis's best token, "
         "drop hypotheses this far below the best finished score (null: off)"
     )
-    n_best: int = Field(1, ge=1, description="hypotheses kept per input (<= beam)")
+    n_best: int = Field(1, ge=1, le=MAX_BEAM, description="hypotheses kept per input (<= beam)")
     max_len_a: float = Field(1.5, ge=0, description="output length limit a*|src| + b")
     max_len_b: int = Field(10, ge=1)
     max_output: int = Field(1024, gt=0, description="output length limit whatever a and b say (tokens, EOS included)")
     max_src_len: int = Field(256, gt=0, description="translate: longer inputs are truncated (with a warning)")
     precision: Precision = Field(
         "auto", description="autocast dtype while decoding (validation, eval, translate); as train.precision")
-    batch_tokens: int = Field(6000, gt=0, description="padded source tokens per decoding batch")
+    batch_tokens: int = Field(6000, gt=0, le=MAX_BATCH_TOKENS, description="padded source tokens per decoding batch "
+                              f"(at most {MAX_BATCH_TOKENS:,}); lower it or the beam when decoding runs out of memory")
     batch_sentences: int | None = Field(None, gt=0, description="at most this many sentences per decoding batch")
     strategy: str = Field("beam", description="a registered decoding strategy: beam (beam 1 = greedy) or sample "
                           "(seqtool/decoding/search.py)")
@@ -230,8 +240,18 @@ class EvalSpec(Spec):
     valid_decode_limit: int | None = Field(
         1000, gt=0, description="validation BLEU decodes at most this many sentences (null: all)"
     )
-    valid_beam: int | None = Field(None, ge=1, description="beam for validation BLEU (null: decode.beam)")
+    valid_beam: int | None = Field(None, ge=1, le=MAX_BEAM, description="beam for validation BLEU (null: decode.beam)")
     lm_streams: int = Field(10, gt=0, description="language-model evaluation: parallel streams")
+
+    @field_validator("tokenize")
+    @classmethod
+    def _known_tokenizer(cls, name: str) -> str:
+        from seqtool.metric_table import tokenizer_problem
+
+        problem = tokenizer_problem(name)
+        if problem:
+            raise ValueError(problem)
+        return name
 
 
 class LogSpec(Spec):
@@ -245,7 +265,7 @@ class Recipe(Spec):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="run name; default run dir runs/<name>")
     task: str = Field("translation", description="a registered task: translation, lm, qa, synthetic, music "
                       "(seqtool/tasks); it decides which keys `data` takes")
-    seed: int = Field(1, description="seed for initialisation, batch order and dropout")
+    seed: Seed = Field(1, description="seed for initialisation, batch order and dropout (0 to 2^64-1)")
     output_dir: str | None = Field(None, description="run directory (default runs/<name>)")
     data: SerializeAsAny[DataSpec]
     model: SerializeAsAny[ModelConfig]

@@ -29,7 +29,7 @@ from seqtool.data.prepare import FORMAT, build_prepared, data_root, manifest_hea
 from seqtool.data.sequences import Examples
 from seqtool.errors import SeqtoolError
 from seqtool.models.base import VocabSizes
-from seqtool.recipe.schema import DataSpec, Spec
+from seqtool.recipe.schema import MAX_GENERATED, DataSpec, Seed, Spec
 from seqtool.registry import TASKS
 from seqtool.tasks.base import Task
 
@@ -48,10 +48,11 @@ class SyntheticSpec(Spec):
         description="copy/denoise: recall K symbols after a delay; adding: sum two marked values; recall: x_{t-k} "
         "for each delay k; tomita/dyck: classify a string; arma: predict a simulated ARMA series"
     )
-    train: int = Field(10000, gt=0, description="training sequences")
-    valid: int = Field(1000, gt=0, description="validation sequences")
-    test: int = Field(1000, gt=0, description="test sequences")
-    seed: int = Field(1, description="generator seed (independent of the training seed)")
+    train: int = Field(10000, gt=0, le=MAX_GENERATED, description=f"training sequences (at most {MAX_GENERATED:,}; "
+                       "all are held in memory)")
+    valid: int = Field(1000, gt=0, le=MAX_GENERATED, description=f"validation sequences (at most {MAX_GENERATED:,})")
+    test: int = Field(1000, gt=0, le=MAX_GENERATED, description=f"test sequences (at most {MAX_GENERATED:,})")
+    seed: Seed = Field(1, description="generator seed (independent of the training seed; 0 to 2^64-1)")
     length: int = Field(100, gt=0, description="copy/denoise: the delay T; adding/recall: sequence length; "
                         "arma: window length")
     count: int = Field(10, gt=0, description="copy/denoise: K, the symbols to recall")

@@ -47,7 +47,7 @@ def average_checkpoints(paths: list[Path]) -> dict:
     model = {key: (total[key] / len(paths)).to(value.dtype) if value.is_floating_point() else value
              for key, value in newest["model"].items()}
     return {**{k: newest[k] for k in _KEPT if k in newest}, "model": model,
-            "trainer": {"step": newest["trainer"]["step"]}, "averaged": [str(p) for p in paths]}
+            "trainer": {"step": newest.get("trainer", {}).get("step")}, "averaged": [str(p) for p in paths]}
 
 
 def _check_same_model(first: tuple[Path, dict], path: Path, payload: dict) -> None:

@@ -25,11 +25,36 @@ from seqtool.util.files import atomic_open
 
 FORMAT = 1
 REQUIRED = ("format", "seqtool", "recipe", "model")
+RESUME_STATE = ("trainer", "optimizer", "schedule", "rng")
+
+
+class _Writes:
+    """A file as torch.save sees it, keeping the exception of a failed write (a full disk, a forced
+    stop): torch reports it as a RuntimeError ("enforce fail ... unexpected pos") that hides the cause."""
+
+    def __init__(self, handle):
+        self.handle, self.error = handle, None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except BaseException as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
     with atomic_open(path, "wb") as handle:
-        torch.save({"format": FORMAT, "seqtool": __version__, **payload}, handle)
+        writes = _Writes(handle)
+        try:
+            torch.save({"format": FORMAT, "seqtool": __version__, **payload}, writes)
+        except RuntimeError:
+            if writes.error is None:
+                raise
+            raise writes.error from None
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -40,7 +65,7 @@ def load_checkpoint(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError,
-            AttributeError, TypeError, ImportError, IndexError) as err:
+            AttributeError, TypeError, ImportError, IndexError, OSError) as err:  # OSError: some cuts
         reason = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
         raise SeqtoolError(f"{path}: not a readable seqtool checkpoint ({reason[:200]})") from None
     if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED):
@@ -48,7 +73,31 @@ def load_checkpoint(path: Path) -> dict:
     if payload["format"] != FORMAT:
         raise SeqtoolError(f"{path}: checkpoint format {payload['format']} is not supported "
                            f"(this seqtool {__version__} reads format {FORMAT})")
+    _check_content(path, payload)
     return payload
+
+
+def _check_content(path: Path, payload: dict) -> None:
+    """The parts every command reads are of the right kind, and the weights are numbers."""
+    if not isinstance(payload["recipe"], dict):
+        raise SeqtoolError(f"{path}: its recipe is not a mapping (a damaged or foreign checkpoint)")
+    weights = payload["model"]
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise SeqtoolError(f"{path}: its weights are not a mapping of tensors (a damaged or foreign checkpoint)")
+    if not all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()):
+        raise SeqtoolError(f"{path}: its weights hold NaN or infinite values; refusing to use them")
+    if not isinstance(payload.get("trainer", {}), dict):
+        raise SeqtoolError(f"{path}: its trainer state is not a mapping (a damaged checkpoint)")
+
+
+def check_resumable(path: Path, payload: dict) -> None:
+    """A checkpoint --resume can continue: averaged or weights-only ones lack the training state."""
+    for part in RESUME_STATE:
+        if not isinstance(payload.get(part), dict):
+            raise SeqtoolError(f"{path}: the checkpoint lacks the {part} state that --resume needs "
+                               "(it can be evaluated and translated, not resumed)")
+    if not isinstance(payload["trainer"].get("step"), int):
+        raise SeqtoolError(f"{path}: the checkpoint's trainer state has no step (a damaged checkpoint)")
 
 
 def link_atomic(target: Path, name: Path) -> None:

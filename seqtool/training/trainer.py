@@ -6,13 +6,17 @@ and scale the model's `schedule_clock` hook gives: MemN2N's linear start). Every
 steps the task measures the model and the model's `validated` hook sees the metrics; every
 `checkpoint.every` steps, at every new best validation (so `best.pt` is the best model validated, not
 the best one that fell on a checkpoint step), at the end and on SIGINT/SIGTERM, rank 0 writes a
-checkpoint that lets `--resume` continue exactly.
+checkpoint that lets `--resume` continue exactly. A signal lets the step in progress finish but cuts a
+validation short; a second one stops at once without saving (ForcedStop unwinds through the atomic
+writes, so nothing half-written stays), and a third gets the default action, which ends the process
+even inside a long operation.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -22,9 +26,11 @@ from torch import nn
 
 from seqtool.errors import SeqtoolError
 from seqtool.metric_table import HIGHER_IS_BETTER, better
+from seqtool.observe import LogWriteError
 from seqtool.training.checkpoint import CheckpointDir, rng_state, set_rng_state
 from seqtool.training.distributed import DistInfo, all_sum, broadcast_value
 from seqtool.training.optim import Schedule, build_optimizer, clip_gradients
+from seqtool.util.oom import out_of_memory_hint
 from seqtool.util.precision import autocast, autocast_dtype
 
 
@@ -34,6 +40,20 @@ class Stopped(Exception):
     def __init__(self, signum: int, step: int):
         super().__init__(f"stopped by signal {signum} at step {step}; continue with --resume")
         self.signum = signum
+
+
+class ForcedStop(BaseException):
+    """A second signal: raised from the handler wherever the main thread is, so no `except Exception`
+    swallows it; carries the signal number."""
+
+    def __init__(self, signum: int, saved: int | None):
+        kept = f"the last checkpoint (step {saved}) is kept" if saved is not None else "no checkpoint was written"
+        super().__init__(f"stopped at once by a second signal {signum}, without saving; {kept}")
+        self.signum = signum
+
+
+class _StopValidating(BaseException):
+    """The first signal arrived while validating: the validation is dropped, the step is saved."""
 
 
 @dataclass
@@ -49,6 +69,9 @@ class TrainerState:
     skipped_steps: int = 0
     elapsed: float = 0.0  # training seconds before this process started
     last_validated: int = -1
+    window_tokens: int = 0  # target tokens and summed NLL of the steps since the last train log line
+    window_nll: float = 0.0
+    window_start: float = 0.0  # training seconds when that window began
 
     def to_dict(self, elapsed: float) -> dict:
         plain = {k: [list(r) for r in v] if k == "ranking" else v for k, v in self.__dict__.items()}
@@ -81,6 +104,7 @@ class Trainer:
         self.loss_module = self._wrap(model)
         self._batches: list | None = None
         self._stop_signal: int | None = None
+        self._validating = False
         self.lr = self.spec.optimizer.lr
         self._started = time.perf_counter()
 
@@ -119,25 +143,38 @@ class Trainer:
     def train(self) -> TrainerState:
         """Run until a limit is reached; returns the final state."""
         self._install_signals()
-        tokens, nll_sum, tick = 0, 0.0, time.perf_counter()
         try:
-            while (reason := self._stop_reason()) == 0:
-                ntok, nll = self.step()
-                tokens, nll_sum = tokens + ntok, nll_sum + nll
-                if self.state.step % self.recipe.log.every == 0:
-                    self._log_train(nll_sum, tokens, tokens / max(time.perf_counter() - tick, 1e-9))
-                    tokens, nll_sum = 0, 0.0
-                self._maybe_validate_and_save()
-                tick = tick if tokens else time.perf_counter()
-            if reason > 0:
-                self._save()
-                raise Stopped(reason, self.state.step)
-            if self.state.last_validated != self.state.step:
-                self._validate()
-            self._save()
+            self._loop()
+        except LogWriteError as err:
+            raise SeqtoolError(f"{err}; {self._save_after_failure()}") from None
         finally:
             self._restore_signals()
         return self.state
+
+    def _loop(self) -> None:
+        while (reason := self._stop_reason()) == 0:
+            ntok, nll = self.step()
+            s = self.state
+            s.window_tokens, s.window_nll = s.window_tokens + ntok, s.window_nll + nll
+            if s.step % self.recipe.log.every == 0:
+                self._log_train()
+            self._maybe_validate_and_save()
+        if reason < 0 and self.state.last_validated != self.state.step:
+            self._validate()
+        self._save()
+        signum = reason if reason > 0 else self._stop_signal
+        if signum:
+            raise Stopped(signum, self.state.step)
+
+    def _save_after_failure(self) -> str:
+        """After a failed log write: save the step reached if the checkpoint still fits, and say so."""
+        try:
+            self._save()
+        except SeqtoolError as err:
+            kept = self.ckpt.latest_step
+            return f"could not save step {self.state.step} either ({err}); " + (
+                f"the last checkpoint (step {kept}) is kept" if kept is not None else "no checkpoint was written")
+        return f"saved step {self.state.step}; continue with --resume once there is room"
 
     def _stop_reason(self) -> int:
         """0 to go on, -1 when a limit is reached, a signal number when asked to stop; rank 0 decides
@@ -219,15 +256,32 @@ class Trainer:
         if step % self.spec.checkpoint.every == 0 or (self._is_best() and self.spec.checkpoint.keep_best):
             self._save()
 
-    def _validate(self) -> dict:
+    def _validate(self) -> None:
         self.model.eval()
         metrics = self._measure() if self.dist.main else {}
         metric = self.spec.early_stopping.metric
-        self._track_best(broadcast_value(metrics.get(metric, 0.0), self.dist, self.device))
+        value = broadcast_value((metrics or {}).get(metric, 0.0), self.dist, self.device)
+        if metrics is None:
+            self.obs.info(f"valid step {self.state.step}: interrupted by signal {self._stop_signal}")
+            return
+        self._track_best(value)
         self.state.last_validated = self.state.step
         self.obs.scalars(self.state.step, "valid", metrics)
         shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         self.obs.info(f"valid step {self.state.step}: {shown}" + (" (best)" if self._is_best() else ""))
+
+    def _measure(self) -> dict | None:
+        """The task's validation metrics, or None when a signal cut it short (see _on_signal)."""
+        try:
+            self._validating = True
+            if self._stop_signal is not None:  # it came just before: the handler did not raise
+                raise _StopValidating
+            with out_of_memory_hint("validating", "decode.batch_tokens or eval.valid_beam"):
+                metrics = self.task.validate(self.model)
+            self._validating = False  # inside the try: a signal landing before this line is caught too
+        except _StopValidating:
+            self._validating = False
+            return None
         return metrics
 
     def _measure(self) -> dict:
@@ -260,14 +314,18 @@ class Trainer:
         self.ckpt.save(self.state.step, self.payload(), best_steps, self._is_best())
         self.ckpt.latest_step = self.state.step
 
-    def _log_train(self, nll: float, ntok: int, rate: float) -> None:
-        loss = nll / max(ntok, 1)
+    def _log_train(self) -> None:
+        """The mean loss since the last log line; the window's sums travel in checkpoints, so a resumed
+        run logs what the uninterrupted one did."""
+        s = self.state
+        loss = s.window_nll / max(s.window_tokens, 1)
+        rate = s.window_tokens / max(self._elapsed() - s.window_start, 1e-9)
+        s.window_tokens, s.window_nll, s.window_start = 0, 0.0, self._elapsed()
         values = {"loss": loss, "ppl": math.exp(min(loss, 50)), "lr": self.lr, "tokens_per_s": rate}
-        self.obs.scalars(self.state.step, "train", values)
-        self.obs.progress(self.state.step, f"loss {loss:.3f} lr {self.lr:.2e} {rate:.0f} tok/s")
+        self.obs.scalars(s.step, "train", values)
+        self.obs.progress(s.step, f"loss {loss:.3f} lr {self.lr:.2e} {rate:.0f} tok/s")
         if self.obs.bar is None:
-            self.obs.info(f"step {self.state.step} epoch {self.state.epoch}: loss {loss:.4f} "
-                          f"lr {self.lr:.3g} {rate:.0f} tok/s")
+            self.obs.info(f"step {s.step} epoch {s.epoch}: loss {loss:.4f} lr {self.lr:.3g} {rate:.0f} tok/s")
 
     # -- signals -------------------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -277,7 +335,18 @@ class Trainer:
                 self._previous[signum] = signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum, _frame) -> None:
-        self._stop_signal = signum
+        if self._stop_signal is None:
+            self._stop_signal = signum
+            if self.dist.main:  # os.write: a handler may run in the middle of a print to stderr
+                with contextlib.suppress(OSError):
+                    os.write(2, f"seqtool: signal {signum}: stopping after this step (once more to stop at once, "
+                                "without saving)\n".encode())
+            if self._validating:
+                raise _StopValidating
+            return
+        for other in self._previous:
+            signal.signal(other, signal.SIG_DFL)
+        raise ForcedStop(signum, self.ckpt.latest_step)
 
     def _restore_signals(self) -> None:
         for signum, handler in self._previous.items():

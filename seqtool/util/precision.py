@@ -11,6 +11,8 @@ import contextlib
 
 import torch
 
+from seqtool.errors import SeqtoolError
+
 
 def cpu_has_native_bf16() -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
@@ -28,6 +30,14 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
     """The dtype matmuls run in under `precision` here: the autocast dtype, else fp32 (for reports)."""
     return autocast_dtype(precision, device) or torch.float32
+
+
+def check_precision(recipe, device: torch.device) -> None:
+    """fp16 autocast on a CPU is not what a recipe asking for it means: refuse it rather than run fp32."""
+    for key, spec in (("train.precision", recipe.train), ("decode.precision", recipe.decode)):
+        if spec.precision == "fp16" and device.type != "cuda":
+            raise SeqtoolError(f"{key}: fp16 needs a CUDA device and this run is on {device.type} "
+                               "(use fp32, or bf16 on a CPU that computes bf16 natively)")
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+import pytest
 import torch
 from pydantic import Field
 from torch import nn
@@ -60,7 +61,12 @@ class BagOfWords(Seq2SeqModel):
         return StepOut(torch.log_softmax(self.out(features).float(), -1), None, NoState(state.steps + 1))
 
 
-if "bag_of_words_s2s" not in MODELS.names():
+
+@pytest.fixture
+def registered(monkeypatch):
+    """The model registered for one test (the registry is restored after it, so the key reference and
+    the other tests see the package's models only)."""
+    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))
     MODELS.register("bag_of_words_s2s", config=BagConfig)(BagOfWords)
 
 RECIPE = """
@@ -76,7 +82,7 @@ log: {tensorboard: false, progress: none}
 """
 
 
-def test_a_model_registered_outside_the_package_trains_evaluates_and_decodes(tmp_path, monkeypatch):
+def test_a_model_registered_outside_the_package_trains_evaluates_and_decodes(registered, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bag.yaml").write_text(RECIPE, encoding="utf-8")
     runner = CliRunner()

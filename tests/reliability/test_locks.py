@@ -13,11 +13,9 @@ from pathlib import Path
 import pytest
 
 from seqtool.data.datasets import PreparedData
-from tests.reliability import test_bad_input
 from tests.reliability.test_bad_input import check_error, invoke
 
 pytestmark = pytest.mark.reliability
-corpus = test_bad_input.corpus  # fixtures shared with the bad-input table
 
 FORK = multiprocessing.get_context("fork")
 

@@ -10,11 +10,9 @@ import pytest
 
 from seqtool.recipe.schema import own_directory
 from seqtool.util.ownership import PREPARED_MARKER
-from tests.reliability import test_bad_input
 from tests.reliability.test_bad_input import check_error, invoke
 
 pytestmark = pytest.mark.reliability
-corpus, trained = test_bad_input.corpus, test_bad_input.trained  # fixtures shared with the bad-input table
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:

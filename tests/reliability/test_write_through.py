@@ -12,11 +12,9 @@ import pytest
 
 from seqtool.training.checkpoint import load_checkpoint
 from seqtool.util.files import atomic_open
-from tests.reliability import test_bad_input
 from tests.reliability.test_bad_input import check_error, invoke
 
 pytestmark = pytest.mark.reliability
-corpus, trained = test_bad_input.corpus, test_bad_input.trained  # fixtures shared with the bad-input table
 
 SOURCE = b"1 2\n3 4 5\n"
 

@@ -110,7 +110,7 @@ def test_registry_rejects_duplicates_and_suggests():
 # The data section as checkpoints before task-owned data specs stored it: every task's keys, the others unset.
 FLAT_DATA = {"corpus": None, "pair": "de-en", "generate": None, "babi": None, "synthetic": None, "music": None,
              "train": None, "valid": None, "test": None, "max_len": 256, "block_len": 35, "prepared_dir": None,
-             "encoding_errors": "strict", "workers": 0}
+             "encoding_errors": "strict", "workers": 0}  # workers: retired too
 
 
 @pytest.mark.parametrize("task, data", [
@@ -118,7 +118,7 @@ FLAT_DATA = {"corpus": None, "pair": "de-en", "generate": None, "babi": None, "s
     ("synthetic", {"synthetic": {"kind": "copy"}}),
 ])
 def test_stored_recipes_with_the_flat_data_section_still_load(tiny_recipe, task, data):
-    from seqtool.commands.recipes import migrate_stored, recipe_from_dict
+    from seqtool.commands.recipes import drop_retired, recipe_from_dict
 
     new = load_recipe(tiny_recipe).model_dump(mode="json")
     new.update(task=task, data=data)
@@ -128,5 +128,5 @@ def test_stored_recipes_with_the_flat_data_section_still_load(tiny_recipe, task,
     old = {**new, "data": {**FLAT_DATA, **data}}
     with pytest.raises(SeqtoolError, match="is read by task"):
         recipe_from_dict(old)  # a user's recipe stays strict
-    assert recipe_from_dict(migrate_stored(old)) == current
-    assert recipe_from_dict(migrate_stored({**old, "decode": {"sample": True}})).decode.strategy == "sample"
+    assert recipe_from_dict(drop_retired(old)) == current
+    assert recipe_from_dict(drop_retired({**old, "decode": {"sample": True}})).decode.strategy == "sample"

@@ -173,7 +173,8 @@ def test_length_limit_forces_eos():
 def test_sampling_is_seeded_and_follows_the_table():
     model = TableModel([{(): {4: 0.8, 5: 0.2}}], {EOS: 1.0})
     src, mask = _src([0])
-    settings = DecodeSpec(strategy="sample", n_best=400, max_len_a=0, max_len_b=3)
+    # 400 draws: more than a recipe may ask for (decode.n_best <= 128), so past the schema's bound
+    settings = DecodeSpec(strategy="sample", max_len_a=0, max_len_b=3).model_copy(update={"n_best": 400})
     draws = [h.tokens[0] for h in search(model, src, mask, settings, torch.Generator().manual_seed(0))[0]]
     again = [h.tokens[0] for h in search(model, src, mask, settings, torch.Generator().manual_seed(0))[0]]
     assert draws == again

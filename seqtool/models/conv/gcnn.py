@@ -25,12 +25,12 @@ import math
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from torch import nn
 
 from seqtool.errors import SeqtoolError
 from seqtool.models.base import LanguageModel, LossOut, VocabSizes, detach
-from seqtool.models.config import ModelConfig
+from seqtool.models.config import SECTION, ModelConfig
 from seqtool.models.conv.layers import (
     GATED,
     SQRT_HALF,
@@ -54,7 +54,7 @@ class GCNNBlockSpec(ConvBlockSpec):
 
 
 class AdaptiveSoftmaxSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = SECTION
 
     cutoffs: list[int] = Field(min_length=1, description="increasing word ids where the head / tail clusters end")
     div_value: float = Field(4.0, gt=1, description="each tail cluster's projection is this much narrower")

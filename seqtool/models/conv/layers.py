@@ -20,9 +20,11 @@ from __future__ import annotations
 import math
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from torch import nn
 from torch.nn.utils import parametrize
+
+from seqtool.models.config import SECTION
 
 SQRT_HALF = math.sqrt(0.5)
 GATED = {"glu": True, "gtu": True, "relu": False, "tanh": False}
@@ -31,7 +33,7 @@ GATED = {"glu": True, "gtu": True, "relu": False, "tanh": False}
 class ConvBlockSpec(BaseModel):
     """`repeat` convolutional layers in a row, each with `channels` outputs and kernel width `kernel`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SECTION
 
     channels: int = Field(gt=0, description="output channels of each layer")
     kernel: int = Field(gt=0, description="kernel width (positions each output sees in its input)")
