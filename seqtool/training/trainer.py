@@ -271,22 +271,20 @@ class Trainer:
         self.obs.info(f"valid step {self.state.step}: {shown}" + (" (best)" if self._is_best() else ""))
 
     def _measure(self) -> dict | None:
-        """The task's validation metrics, or None when a signal cut it short (see _on_signal)."""
+        """The task's validation metrics with what the model's `validated` hook adds, or None when a signal
+        cut it short (see _on_signal)."""
         try:
             self._validating = True
             if self._stop_signal is not None:  # it came just before: the handler did not raise
                 raise _StopValidating
             with out_of_memory_hint("validating", "decode.batch_tokens or eval.valid_beam"):
                 metrics = self.task.validate(self.model)
+            metrics = {**metrics, **self.model.validated(metrics)}
             self._validating = False  # inside the try: a signal landing before this line is caught too
         except _StopValidating:
             self._validating = False
             return None
         return metrics
-
-    def _measure(self) -> dict:
-        metrics = self.task.validate(self.model)
-        return {**metrics, **self.model.validated(metrics)}
 
     def _better(self, a: float, b: float) -> bool:
         return better(self.spec.early_stopping.metric, a, b)
