@@ -77,8 +77,8 @@ class TransformerConfig(TransformerLayersConfig):
     arch: Literal["transformer"] = "transformer"
     tasks: ClassVar = ("translation",)
     has_attention: ClassVar = True
-    encoder_layers: int = Field(6, ge=1)
-    decoder_layers: int = Field(6, ge=1)
+    encoder_layers: int = Field(6, ge=1, description="encoder layers (self-attention, FFN)")
+    decoder_layers: int = Field(6, ge=1, description="decoder layers (causal self-attention, cross-attention, FFN)")
     share_embeddings: bool = Field(False, description="encoder and decoder share word embeddings (joint vocab)")
     attention_layer: int = Field(-1, description="decoder layer whose cross-attention (mean over heads) "
                                                  "search sees (coverage penalty); -1: the last")
@@ -97,7 +97,7 @@ class TransformerConfig(TransformerLayersConfig):
 class TransformerLMConfig(TransformerLayersConfig):
     arch: Literal["transformer_lm"] = "transformer_lm"
     tasks: ClassVar = ("lm",)
-    layers: int = Field(6, ge=1)
+    layers: int = Field(6, ge=1, description="layers (causal self-attention, FFN)")
 
     def recipe_problems(self, recipe) -> list[str]:
         if self.positions == "learned" and recipe.data.block_len > self.max_positions:

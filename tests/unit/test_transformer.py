@@ -10,12 +10,17 @@ import json
 import pytest
 import torch
 
-from seqtool.decoding.search import SearchSettings, search
 from seqtool.errors import SeqtoolError
 from seqtool.models.base import VocabSizes
 from seqtool.models.transformer import Transformer, TransformerConfig, TransformerLM, TransformerLMConfig, sinusoids
 from seqtool.recipe import recipe_from_dict
-from tests.conftest import assert_incremental_equals_forward, padded_batch
+from tests.conftest import (
+    assert_causal,
+    assert_incremental_equals_forward,
+    assert_rows_independent,
+    assert_search_independent_of_batch,
+    padded_batch,
+)
 
 TINY = dict(embed_dim=16, ffn_dim=24, heads=4, encoder_layers=2, decoder_layers=3, dropout=0.1,
             attention_dropout=0.1, activation_dropout=0.1, max_positions=64)
@@ -55,25 +60,11 @@ def test_the_cache_moves_with_its_rows_when_search_reorders_them():
 
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_rows_do_not_see_padding_or_neighbours(norm_first):
-    model = tiny_model(norm_first=norm_first)
-    src, mask, tgt = padded_batch(6, seed=6)
-    full = model(src, mask, tgt)
-    for r in range(6):
-        n = int(mask[r].sum())
-        alone = model(src[r : r + 1, :n], mask[r : r + 1, :n], tgt[r : r + 1])
-        assert torch.allclose(full[r : r + 1], alone, atol=1e-5)
+    assert_rows_independent(tiny_model(norm_first=norm_first))
 
 
 def test_beam_search_does_not_depend_on_batch_size():
-    model = tiny_model()
-    src, mask, _ = padded_batch(5, seed=5)
-    settings = SearchSettings(beam=3, alpha=0.6, beta=0.2, max_len_a=1.0, max_len_b=4)
-    together = search(model, src, mask, settings)
-    for r in range(5):
-        n = int(mask[r].sum())
-        alone = search(model, src[r : r + 1, :n], mask[r : r + 1, :n], settings)
-        assert alone[0][0].tokens == together[r][0].tokens
-        assert alone[0][0].score == pytest.approx(together[r][0].score, abs=1e-4)
+    assert_search_independent_of_batch(tiny_model())
 
 
 @pytest.mark.parametrize("layer", [0, -1])
@@ -118,15 +109,7 @@ def tiny_lm(**changes) -> TransformerLM:
 
 @pytest.mark.parametrize("norm_first,positions", KINDS)
 def test_a_later_token_never_changes_an_earlier_lm_output(norm_first, positions):
-    model = tiny_lm(norm_first=norm_first, positions=positions)
-    x = torch.randint(4, 60, (2, 30))
-    base = model(x)[0]
-    for t in (0, 7, 29):
-        changed = x.clone()
-        changed[:, t] = (changed[:, t] + 1 - 4) % 56 + 4
-        out = model(changed)[0]
-        assert torch.allclose(out[:, :t], base[:, :t], atol=1e-6)
-        assert not torch.allclose(out[:, t], base[:, t])
+    assert_causal(tiny_lm(norm_first=norm_first, positions=positions), 60, atol=1e-6)
 
 
 def test_the_lm_scores_each_block_on_its_own():
