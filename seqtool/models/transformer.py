@@ -126,18 +126,18 @@ def sinusoids(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(-2)
 
 
-def _linear(in_dim: int, out_dim: int, bias: bool = True) -> nn.Linear:
-    layer = nn.Linear(in_dim, out_dim, bias=bias)
+def _linear(in_dim: int, out_dim: int) -> nn.Linear:
+    layer = nn.Linear(in_dim, out_dim)
     nn.init.xavier_uniform_(layer.weight)
-    if bias:
-        nn.init.zeros_(layer.bias)
+    nn.init.zeros_(layer.bias)
     return layer
 
 
-def _embedding(count: int, dim: int) -> nn.Embedding:
-    embed = nn.Embedding(count, dim, padding_idx=PAD)
+def _embedding(count: int, dim: int, padding_idx: int | None = PAD) -> nn.Embedding:
+    embed = nn.Embedding(count, dim, padding_idx=padding_idx)
     nn.init.normal_(embed.weight, 0.0, dim**-0.5)
-    nn.init.zeros_(embed.weight[PAD])
+    if padding_idx is not None:
+        nn.init.zeros_(embed.weight[padding_idx])
     return embed
 
 
@@ -148,9 +148,7 @@ class Embedding(nn.Module):
         super().__init__()
         self.dim, self.scale = cfg.embed_dim, math.sqrt(cfg.embed_dim)
         self.words = words if words is not None else _embedding(vocab, cfg.embed_dim)
-        self.table = _embedding(cfg.max_positions, cfg.embed_dim) if cfg.positions == "learned" else None
-        if self.table is not None:
-            self.table.padding_idx = None  # position 0 is a real position, trained like the others
+        self.table = _embedding(cfg.max_positions, cfg.embed_dim, None) if cfg.positions == "learned" else None
         self.drop = Dropout(cfg.dropout)
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
