@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
 
+from seqtool.decoding.penalties import LengthPenalty
 from seqtool.models.config import ModelConfig
 
 RECIPE_VERSION = 1
@@ -260,7 +261,11 @@ class TrainSpec(Spec):
 
 class DecodeSpec(Spec):
     beam: int = Field(5, ge=1, description="beam width; 1 = greedy")
-    alpha: float = Field(0.0, ge=0, description="GNMT length penalty ((5+|Y|)/6)^alpha; 0 = off")
+    length_penalty: LengthPenalty = Field(
+        "gnmt", description="how a finished hypothesis's log-probability is divided by its length |Y| (EOS "
+        "included): gnmt ((5+|Y|)/6)^alpha (Wu et al. 2016), fairseq |Y|^alpha (fairseq's --lenpen), none"
+    )
+    alpha: float = Field(0.0, ge=0, description="length penalty exponent (decode.length_penalty); 0 = off")
     beta: float = Field(0.0, ge=0, description="GNMT coverage penalty weight; 0 = off")
     prune_margin: float | None = Field(
         None, gt=0, description="GNMT pruning (paper: 3.0): skip tokens this far below a hypothesis's best token, "
