@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -28,7 +29,9 @@ def seed_everything(seed: int) -> None:
 
 
 def train_recipe(recipe: Recipe, *, resume: bool = False) -> dict:
-    """Train a recipe in its run directory; returns the final test (or validation) metrics."""
+    """Train a recipe in its run directory; returns the final test (or validation) metrics and where the
+    time went (seconds: start-up, then train / validate / save inside the loop, then the test report)."""
+    started = time.perf_counter()
     device = pick_device(recipe.train.device)
     dist_info = init_distributed(device.type)
     if device.type == "cuda":
@@ -56,10 +59,17 @@ def train_recipe(recipe: Recipe, *, resume: bool = False) -> dict:
     observer.info(f"{recipe.name}: {recipe.model.arch} with {count_parameters(model):,} parameters on {device}"
                   f"{f' x{dist_info.world} ranks' if dist_info.world > 1 else ''}; run dir {run_dir}")
     try:
+        startup = time.perf_counter() - started
         state = trainer.train()
         observer.info(f"finished at step {state.step} (epoch {state.epoch}); best {recipe.train.early_stopping.metric} "
                       f"{state.best_value} at step {state.best_step}; {state.skipped_steps} steps skipped")
-        return _final_report(recipe, trainer, task, observer, dist_info) if dist_info.main else {}
+        seconds = {"startup": round(startup, 1), **trainer.time_split()}
+        observer.info("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
+        if not dist_info.main:
+            return {}
+        reported = time.perf_counter()
+        result = _final_report(recipe, trainer, task, observer, dist_info)
+        return {**result, "seconds": {**seconds, "test": round(time.perf_counter() - reported, 1)}}
     finally:
         observer.close()
         if dist_info.world > 1:

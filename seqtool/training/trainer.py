@@ -27,6 +27,7 @@ from seqtool.training.optim import Schedule, build_optimizer, clip_gradients
 from seqtool.util.precision import autocast, autocast_dtype
 
 HIGHER_IS_BETTER = {"bleu", "chrf", "accuracy"}
+SPLIT = ("train", "validate", "save")  # the parts of a run's time budget, measured separately
 
 
 class Stopped(Exception):
@@ -50,6 +51,7 @@ class TrainerState:
     skipped_steps: int = 0
     elapsed: float = 0.0  # training seconds before this process started
     last_validated: int = -1
+    seconds: dict = field(default_factory=lambda: dict.fromkeys(SPLIT, 0.0))  # where `elapsed` went, by part
 
     def to_dict(self, elapsed: float) -> dict:
         plain = {k: [list(r) for r in v] if k == "ranking" else v for k, v in self.__dict__.items()}
@@ -123,7 +125,8 @@ class Trainer:
         tokens, nll_sum, tick = 0, 0.0, time.perf_counter()
         try:
             while (reason := self._stop_reason()) == 0:
-                ntok, nll = self.step()
+                with self._timed("train"):
+                    ntok, nll = self.step()
                 tokens, nll_sum = tokens + ntok, nll_sum + nll
                 if self.state.step % self.recipe.log.every == 0:
                     self._log_train(nll_sum, tokens, tokens / max(time.perf_counter() - tick, 1e-9))
@@ -221,7 +224,24 @@ class Trainer:
         if step % self.spec.checkpoint.every == 0 or (self._is_best() and self.spec.checkpoint.keep_best):
             self._save()
 
+    @contextlib.contextmanager
+    def _timed(self, part: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.state.seconds[part] += time.perf_counter() - start
+
+    def time_split(self) -> dict[str, float]:
+        """Seconds of the run so far spent training, validating, saving, and on the rest (logs, signals)."""
+        split = {part: round(self.state.seconds[part], 1) for part in SPLIT}
+        return {**split, "other": round(max(self._elapsed() - sum(self.state.seconds.values()), 0.0), 1)}
+
     def _validate(self) -> dict:
+        with self._timed("validate"):
+            return self._validate_now()
+
+    def _validate_now(self) -> dict:
         self.model.eval()
         metrics = self.task.validate(self.model) if self.dist.main else {}
         metric = self.spec.early_stopping.metric
@@ -255,7 +275,8 @@ class Trainer:
             raise SeqtoolError(f"step {self.state.step}: the weights are no longer finite; not saving over the "
                                "last good checkpoint (lower train.optimizer.lr or set train.clip_norm)")
         best_steps = [step for _, step in self.state.ranking]
-        self.ckpt.save(self.state.step, self.payload(), best_steps, self._is_best())
+        with self._timed("save"):
+            self.ckpt.save(self.state.step, self.payload(), best_steps, self._is_best())
         self.ckpt.latest_step = self.state.step
 
     def _log_train(self, nll: float, ntok: int, rate: float) -> None:
