@@ -59,15 +59,12 @@ def train_recipe(recipe: Recipe, *, resume: bool = False) -> dict:
     observer.info(f"{recipe.name}: {recipe.model.arch} with {count_parameters(model):,} parameters on {device}"
                   f"{f' x{dist_info.world} ranks' if dist_info.world > 1 else ''}; run dir {run_dir}")
     try:
-        startup = time.perf_counter() - started
-        state = trainer.train()
+        state = trainer.train(startup=time.perf_counter() - started)
         observer.info(f"finished at step {state.step} (epoch {state.epoch}); best {recipe.train.early_stopping.metric} "
                       f"{state.best_value} at step {state.best_step}; {state.skipped_steps} steps skipped")
-        seconds = {"startup": round(startup, 1), **trainer.time_split()}
-        observer.info("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
         if not dist_info.main:
             return {}
-        reported = time.perf_counter()
+        seconds, reported = trainer.time_split(), time.perf_counter()
         result = _final_report(recipe, trainer, task, observer, dist_info)
         return {**result, "seconds": {**seconds, "test": round(time.perf_counter() - reported, 1)}}
     finally:

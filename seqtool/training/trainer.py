@@ -85,6 +85,7 @@ class Trainer:
         self._batches: list | None = None
         self._stop_signal: int | None = None
         self.lr = self.spec.optimizer.lr
+        self.startup = 0.0  # seconds before train() (data, model), set by train(startup=...)
         self._started = time.perf_counter()
 
     # -- setup ---------------------------------------------------------------------------------
@@ -119,8 +120,10 @@ class Trainer:
                 "rng": rng_state(), "carry": self.carry, "world": self.dist.world}
 
     # -- the loop ------------------------------------------------------------------------------
-    def train(self) -> TrainerState:
-        """Run until a limit is reached; returns the final state."""
+    def train(self, startup: float = 0.0) -> TrainerState:
+        """Run until a limit is reached; returns the final state. `startup`: the caller's seconds before
+        this (data, model), logged with where the loop's time went, whichever way the loop ends."""
+        self.startup = startup
         self._install_signals()
         tokens, nll_sum, tick = 0, 0.0, time.perf_counter()
         try:
@@ -141,6 +144,7 @@ class Trainer:
             self._save()
         finally:
             self._restore_signals()
+            self.obs.info("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in self.time_split().items()))
         return self.state
 
     def _stop_reason(self) -> int:
@@ -233,9 +237,11 @@ class Trainer:
             self.state.seconds[part] += time.perf_counter() - start
 
     def time_split(self) -> dict[str, float]:
-        """Seconds of the run so far spent training, validating, saving, and on the rest (logs, signals)."""
+        """Seconds spent starting this process, then (over the whole run) training, validating, saving,
+        and on the rest (logs, signals)."""
         split = {part: round(self.state.seconds[part], 1) for part in SPLIT}
-        return {**split, "other": round(max(self._elapsed() - sum(self.state.seconds.values()), 0.0), 1)}
+        other = round(max(self._elapsed() - sum(self.state.seconds.values()), 0.0), 1)
+        return {"startup": round(self.startup, 1), **split, "other": other}
 
     def _validate(self) -> dict:
         with self._timed("validate"):
