@@ -47,10 +47,11 @@ def peer_overrides(updates: int, threads: int) -> list[str]:
             "data.tokenizer.vocab_size=8000", "decode.batch_sentences=64", "decode.batch_tokens=100000"]
 
 
-def logged_rate(metrics: Path) -> float:
+def logged_rate(metrics: Path) -> int | None:
+    """The median logged training window (the first dropped: start-up), None before the first log."""
     rates = [row["tokens_per_s"] for row in map(json.loads, metrics.read_text().splitlines())
              if row.get("split") == "train" and row.get("tokens_per_s")]
-    return statistics.median(rates[1:] or rates) if rates else float("nan")
+    return round(statistics.median(rates[1:] or rates)) if rates else None
 
 
 def decode(run, sources: list[str], refs: list[str], beam: int) -> dict:
@@ -89,7 +90,7 @@ def main() -> None:
         report = train_recipe(recipe)
         result = {"model": args.model, "threads": args.threads, "steps": args.updates,
                   "train_s": round(time.perf_counter() - start, 1), "seconds": report.get("seconds"),
-                  "train_tok_per_s": round(logged_rate(Path(tmp) / "run" / "metrics.jsonl"))}
+                  "train_tok_per_s": logged_rate(Path(tmp) / "run" / "metrics.jsonl")}
         corpus = data_root() / "multi30k"
         sources = (corpus / "test2016.de").read_text(encoding="utf-8").splitlines()
         refs = (corpus / "test2016.en").read_text(encoding="utf-8").splitlines()
