@@ -5,9 +5,9 @@ Beam search follows the usual batched algorithm (as in fairseq and Sockeye): eve
 (penalties.py: GNMT's or fairseq's length penalty, GNMT's coverage penalty); the best K others
 continue. A sentence is done when no live hypothesis can still beat its n-best finished ones (an
 upper bound that holds under length and coverage penalties) or at its length limit; done sentences
-leave the batch. fairseq's rule, done once K hypotheses are
-finished, is not used: when the model is confident, K poor early-EOS hypotheses can fill the
-finished set before the best one ends. Beam 1 is greedy.
+leave the batch. fairseq's rule, done once K hypotheses are finished, is not used: when the model is
+confident, K poor early-EOS hypotheses can fill the finished set before the best one ends. Beam 1 is
+greedy.
 Each sentence's computation is independent of the others, so in fp32 output does not depend on batch
 size; under bf16 autocast (decode.precision) the kernels' rounding can depend on the batch's shape,
 so a near-tie may occasionally resolve differently.
