@@ -80,8 +80,8 @@ def token_batches(src_lens: np.ndarray, tgt_lens: np.ndarray, *, batch_tokens: i
     as fairseq does; consecutive runs become batches, and the batch order is shuffled again.
     Sorting by target length first pads no less (3.9% against 4.2% on Multi30k), but then every
     target in a batch ends at the same position, and a ConvS2S trained so ended its outputs early
-    (greedy 0.87 of the reference length after 200 and 500 updates, against 1.18 sorted by source at
-    200; see bench/README.md).
+    (greedy 0.87 of the reference length after 500 updates, against 0.98 sorted by source; see
+    bench/README.md).
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(src_lens)) if shuffle else np.arange(len(src_lens))

@@ -38,7 +38,8 @@ def test_batches_are_a_function_of_seed_and_epoch():
 def test_batches_group_sources_and_keep_target_lengths_mixed():
     # Buckets by source length, as fairseq: a batch whose targets all end at the same position
     # teaches the decoder to end where the batch's targets end; after 200-500 updates such a model
-    # stopped early (greedy output 0.87 of the reference length on test2016, 1.18 sorted by source).
+    # stopped early (greedy output 0.87 of the reference length on test2016 after 500 updates, 0.98
+    # sorted by source).
     rng = np.random.default_rng(0)
     src = np.repeat([5, 10], 60)
     tgt = rng.integers(1, 20, 120)
