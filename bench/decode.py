@@ -69,7 +69,8 @@ def reference_search(model, source: np.ndarray, settings: SearchSettings) -> Hyp
             live = [c for c in live if _score(c[0], step + 1, c[3], mask, settings) >= finished[0].score - margin]
         if not live or step + 1 >= max_len:
             break
-        bound = max(float(c[0]) for c in live) / float(length_penalty(torch.tensor(max_len), settings.alpha))
+        bound = max(float(c[0]) for c in live) / float(length_penalty(torch.tensor(max_len), settings.alpha,
+                                                                     settings.length_penalty))
         if finished and finished[0].score >= bound:
             break
     return finished[0]
@@ -77,7 +78,7 @@ def reference_search(model, source: np.ndarray, settings: SearchSettings) -> Hyp
 
 def _score(logp: torch.Tensor, length: int, attn: torch.Tensor, mask: torch.Tensor, settings: SearchSettings):
     return float(gnmt_score(logp.view(1), torch.tensor([length]), attn[None], mask, alpha=settings.alpha,
-                            beta=settings.beta))
+                            beta=settings.beta, kind=settings.length_penalty))
 
 
 def measure(model, sources, vocabs, refs, settings, batch: int, device) -> dict:
