@@ -70,7 +70,8 @@ def reference_search(model, source: np.ndarray, settings: DecodeSpec) -> Hypothe
             live = [c for c in live if _score(c[0], step + 1, c[3], mask, settings) >= finished[0].score - margin]
         if not live or step + 1 >= max_len:
             break
-        bound = max(float(c[0]) for c in live) / float(length_penalty(torch.tensor(max_len), settings.alpha))
+        bound = max(float(c[0]) for c in live) / float(length_penalty(torch.tensor(max_len), settings.alpha,
+                                                                     settings.length_penalty))
         if finished and finished[0].score >= bound:
             break
     return finished[0]
@@ -78,7 +79,7 @@ def reference_search(model, source: np.ndarray, settings: DecodeSpec) -> Hypothe
 
 def _score(logp: torch.Tensor, length: int, attn: torch.Tensor, mask: torch.Tensor, settings: DecodeSpec):
     return float(gnmt_score(logp.view(1), torch.tensor([length]), attn[None], mask, alpha=settings.alpha,
-                            beta=settings.beta))
+                            beta=settings.beta, kind=settings.length_penalty))
 
 
 def measure(model, sources, vocabs, refs, settings, batch: int, device) -> dict:

@@ -71,7 +71,8 @@ def _device(value: str | None) -> str | None:
 
 DeviceOpt = Annotated[str | None, typer.Option(callback=_device, help="cpu, cuda or auto (overrides train.device)")]
 BeamOpt = Annotated[int | None, typer.Option(help="beam width (1 = greedy)")]
-AlphaOpt = Annotated[float | None, typer.Option("--alpha", "--lenpen", help="GNMT length penalty")]
+AlphaOpt = Annotated[float | None, typer.Option("--alpha", "--lenpen", help="length penalty exponent")]
+LengthPenaltyOpt = Annotated[str | None, typer.Option(help="length penalty form: gnmt, fairseq or none")]
 BetaOpt = Annotated[float | None, typer.Option("--beta", "--covpen", help="GNMT coverage penalty")]
 PruneOpt = Annotated[float | None, typer.Option(help="GNMT beam pruning margin")]
 
@@ -129,12 +130,13 @@ def _decode_overrides(**flags) -> dict:
 @app.command(name="eval")
 def evaluate(checkpoint: CheckpointOpt, split: Annotated[str, typer.Option(help="valid or test")] = "test",
              as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-             beam: BeamOpt = None, alpha: AlphaOpt = None, beta: BetaOpt = None, prune_margin: PruneOpt = None,
-             device: DeviceOpt = None) -> None:
+             beam: BeamOpt = None, alpha: AlphaOpt = None, length_penalty: LengthPenaltyOpt = None,
+             beta: BetaOpt = None, prune_margin: PruneOpt = None, device: DeviceOpt = None) -> None:
     """Perplexity (language models) or BLEU/chrF (translation) of a trained run on a split."""
     from seqtool.commands.evaluate import evaluate_run, format_result
 
-    overrides = _decode_overrides(beam=beam, alpha=alpha, beta=beta, prune_margin=prune_margin)
+    overrides = _decode_overrides(beam=beam, alpha=alpha, length_penalty=length_penalty, beta=beta,
+                                  prune_margin=prune_margin)
     result = evaluate_run(checkpoint, split, overrides, device or "auto")
     if as_json:
         print(json.dumps(result))
@@ -147,7 +149,8 @@ def translate(
     checkpoint: CheckpointOpt,
     input: Annotated[Path | None, typer.Option("--input", "-i", help="source file (default stdin)")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="output file (default stdout)")] = None,
-    beam: BeamOpt = None, alpha: AlphaOpt = None, beta: BetaOpt = None, prune_margin: PruneOpt = None,
+    beam: BeamOpt = None, alpha: AlphaOpt = None, length_penalty: LengthPenaltyOpt = None, beta: BetaOpt = None,
+    prune_margin: PruneOpt = None,
     n_best: Annotated[int | None, typer.Option(help="hypotheses per input: 'i ||| text ||| score' lines")] = None,
     max_len_a: float | None = None, max_len_b: int | None = None,
     batch_tokens: Annotated[int | None, typer.Option(help="source tokens per batch")] = None,
@@ -159,7 +162,8 @@ def translate(
     """Translate raw text line by line: one output line per input line (n-best: n lines each)."""
     from seqtool.commands.translate import run_translate
 
-    overrides = _decode_overrides(beam=beam, alpha=alpha, beta=beta, prune_margin=prune_margin, n_best=n_best,
+    overrides = _decode_overrides(beam=beam, alpha=alpha, length_penalty=length_penalty, beta=beta,
+                                  prune_margin=prune_margin, n_best=n_best,
                                   max_len_a=max_len_a, max_len_b=max_len_b, batch_tokens=batch_tokens,
                                   strategy=None if sample is None else ("sample" if sample else "beam"),
                                   temperature=temperature, top_k=top_k, top_p=top_p)

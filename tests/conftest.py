@@ -58,6 +58,45 @@ def assert_incremental_equals_forward(model, src, mask, tgt, attn_atol: float = 
     return state
 
 
+def assert_rows_independent(model, rows: int = 6):
+    """Each row of a padded batch gets the features it gets alone and unpadded."""
+    src, mask, tgt = padded_batch(rows, seed=rows)
+    full = model(src, mask, tgt)
+    for r in range(rows):
+        n = int(mask[r].sum())
+        alone = model(src[r : r + 1, :n], mask[r : r + 1, :n], tgt[r : r + 1])
+        assert torch.allclose(full[r : r + 1], alone, atol=1e-5), r
+
+
+def assert_search_independent_of_batch(model, rows: int = 5):
+    """Beam search (length and coverage penalties on) finds the same best hypothesis for a sentence
+    decoded with others as alone, at the same score."""
+    from seqtool.decoding.search import search
+    from seqtool.recipe.schema import DecodeSpec
+
+    src, mask, _ = padded_batch(rows, seed=rows)
+    settings = DecodeSpec(beam=3, alpha=0.6, beta=0.2, max_len_a=1.0, max_len_b=4)
+    together = search(model, src, mask, settings)
+    for r in range(rows):
+        n = int(mask[r].sum())
+        alone = search(model, src[r : r + 1, :n], mask[r : r + 1, :n], settings)
+        assert alone[0][0].tokens == together[r][0].tokens
+        assert alone[0][0].score == pytest.approx(together[r][0].score, abs=1e-4)
+
+
+def assert_causal(lm, vocab: int, atol: float = 0.0):
+    """Changing the token at t leaves a language model's features before t as they were (to `atol`)
+    and changes those at t."""
+    x = torch.randint(4, vocab, (2, 30))
+    base = lm(x)[0]
+    for t in (0, 7, 29):
+        changed = x.clone()
+        changed[:, t] = (changed[:, t] + 1 - 4) % (vocab - 4) + 4
+        out = lm(changed)[0]
+        assert torch.allclose(out[:, :t], base[:, :t], rtol=0.0, atol=atol), t
+        assert not torch.allclose(out[:, t], base[:, t])
+
+
 @pytest.fixture
 def multi30k_slice(tmp_path: Path) -> Path:
     """A data root holding small slices of Multi30k de-en (train 2000, val 100, test 100)."""

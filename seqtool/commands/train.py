@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -32,7 +33,8 @@ def seed_everything(seed: int) -> None:
 
 
 def train_recipe(recipe: Recipe, *, resume: bool = False) -> dict:
-    """Train a recipe in its run directory; returns the final test (or validation) metrics."""
+    """Train a recipe in its run directory; returns the final test (or validation) metrics and where the
+    time went (seconds: start-up, then train / validate / save inside the loop, then the test report)."""
     device = pick_device(recipe.train.device)
     check_precision(recipe, device)
     dist_info = init_distributed(device.type)
@@ -51,6 +53,7 @@ def train_recipe(recipe: Recipe, *, resume: bool = False) -> dict:
 
 
 def _train(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device, dist_info: DistInfo) -> dict:
+    started = time.perf_counter()
     latest = run_dir / "checkpoints" / "latest.pt"
     payload = _checked_payload(recipe, run_dir, latest, resume)
     task = _prepare_task(recipe, run_dir, dist_info, device, payload, latest)
@@ -72,10 +75,14 @@ def _train(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device, di
                   f"{f' x{dist_info.world} ranks' if dist_info.world > 1 else ''}; run dir {run_dir}")
     try:
         with out_of_memory_hint("training", "train.batch_tokens (train.batch_size for streams and sequences)"):
-            state = trainer.train()
+            state = trainer.train(startup=time.perf_counter() - started)
         observer.info(f"finished at step {state.step} (epoch {state.epoch}); best {recipe.train.early_stopping.metric} "
                       f"{state.best_value} at step {state.best_step}; {state.skipped_steps} steps skipped")
-        return _final_report(recipe, trainer, task, observer, dist_info) if dist_info.main else {}
+        if not dist_info.main:
+            return {}
+        seconds, reported = trainer.time_split(), time.perf_counter()
+        result = _final_report(recipe, trainer, task, observer, dist_info)
+        return {**result, "seconds": {**seconds, "test": round(time.perf_counter() - reported, 1)}}
     finally:
         observer.close()
         if dist_info.world > 1:

@@ -76,12 +76,16 @@ def token_batches(src_lens: np.ndarray, tgt_lens: np.ndarray, *, batch_tokens: i
                   shuffle: bool = True) -> list[np.ndarray]:
     """Group examples of similar length so that padded size (rows x longest side + 1) stays in budget.
 
-    Examples are shuffled, then stably sorted by target and source length (ties stay shuffled);
-    consecutive runs become batches, and the batch order is shuffled again.
+    Examples are shuffled, then stably sorted by source and then target length (ties stay shuffled),
+    as fairseq does; consecutive runs become batches, and the batch order is shuffled again.
+    Sorting by target length first pads no less (3.9% against 4.2% on Multi30k), but then every
+    target in a batch ends at the same position, and a ConvS2S trained so ended its outputs early
+    (greedy 0.87 of the reference length after 500 updates, against 0.98 sorted by source; see
+    bench/README.md).
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(src_lens)) if shuffle else np.arange(len(src_lens))
-    order = order[np.lexsort((src_lens[order], tgt_lens[order]))]
+    order = order[np.lexsort((tgt_lens[order], src_lens[order]))]
     width = np.maximum(src_lens[order], tgt_lens[order]) + 1
     batches, start, longest = [], 0, 0
     for pos in range(len(order)):

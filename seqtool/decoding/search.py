@@ -1,12 +1,13 @@
 """Greedy, beam and sampling search over the decoder contract (encode / start / step / reorder).
 
 Beam search follows the usual batched algorithm (as in fairseq and Sockeye): every step scores
-2K candidates per sentence; EOS candidates among the best K are finalised with the GNMT score
-(penalties.py); the best K others continue. A sentence is done when no live hypothesis can still
-beat its n-best finished ones (an upper bound that holds under length and coverage penalties) or
-at its length limit; done sentences leave the batch. fairseq's rule, done once K hypotheses are
-finished, is not used: when the model is confident, K poor early-EOS hypotheses can fill the
-finished set before the best one ends. Beam 1 is greedy.
+2K candidates per sentence; EOS candidates among the best K are finalised with the final score
+(penalties.py: GNMT's or fairseq's length penalty, GNMT's coverage penalty); the best K others
+continue. A sentence is done when no live hypothesis can still beat its n-best finished ones (an
+upper bound that holds under length and coverage penalties) or at its length limit; done sentences
+leave the batch. fairseq's rule, done once K hypotheses are finished, is not used: when the model is
+confident, K poor early-EOS hypotheses can fill the finished set before the best one ends. Beam 1 is
+greedy.
 Each sentence's computation is independent of the others, so in fp32 output does not depend on batch
 size; under bf16 autocast (decode.precision) the kernels' rounding can depend on the batch's shape,
 so a near-tie may occasionally resolve differently.
@@ -210,7 +211,8 @@ def _finalize(finished: _Finished, live: Live, cand: Candidates, step: int, sett
     log_prob = cand.scores[:, :K].reshape(-1)
     attn = live.attn_sum[rows] if live.attn_sum is not None else None
     lengths = torch.full_like(rows, step + 1)
-    final = gnmt_score(log_prob, lengths, attn, live.src_mask[rows], alpha=settings.alpha, beta=settings.beta)
+    final = gnmt_score(log_prob, lengths, attn, live.src_mask[rows], alpha=settings.alpha, beta=settings.beta,
+                       kind=settings.length_penalty)
     new = _Finished(final.view(n, K).masked_fill(~eos, float("-inf")), log_prob.view(n, K),
                     (lengths - 1).view(n, K), live.tokens[rows, 1:].view(n, K, -1))
     return finished.merge(new)
@@ -234,7 +236,7 @@ def _prune_live(live: Live, finished: _Finished, step: int, settings: DecodeSpec
     (their score becomes -inf, so they are never extended nor keep the sentence open)."""
     lengths = torch.full_like(live.max_len, step + 1)
     normalized = gnmt_score(live.scores, lengths, live.attn_sum, live.src_mask, alpha=settings.alpha,
-                            beta=settings.beta)
+                            beta=settings.beta, kind=settings.length_penalty)
     best = finished.scores[:, :1].expand(-1, settings.beam).reshape(-1)
     return live.scores.masked_fill(normalized < best - settings.prune_margin, float("-inf"))
 
@@ -245,7 +247,7 @@ def _done(finished: _Finished, live: Live, step: int, settings: DecodeSpec) -> t
     log-probabilities only fall, lp only grows up to max_len, and the coverage penalty is <= 0."""
     K = settings.beam
     max_len = live.max_len.view(-1, K)[:, 0]
-    bound = live.scores / length_penalty(live.max_len, settings.alpha)
+    bound = live.scores / length_penalty(live.max_len, settings.alpha, settings.length_penalty)
     reachable = bound.view(-1, K).max(dim=1).values
     return (finished.scores[:, settings.n_best - 1] >= reachable) | (step + 1 >= max_len)
 
@@ -270,7 +272,7 @@ def sample(model: Seq2SeqModel, src: torch.Tensor, src_mask: torch.Tensor, setti
         state = out.state
         if done.all():
             break
-    return _collect_samples(live, src.size(0), n, settings.alpha)
+    return _collect_samples(live, src.size(0), n, settings)
 
 
 def _filter(lp: torch.Tensor, settings: DecodeSpec) -> torch.Tensor:
@@ -286,13 +288,14 @@ def _filter(lp: torch.Tensor, settings: DecodeSpec) -> torch.Tensor:
     return torch.log_softmax(logits, dim=1)
 
 
-def _collect_samples(live: Live, batch: int, n: int, alpha: float) -> list[list[Hypothesis]]:
+def _collect_samples(live: Live, batch: int, n: int, settings: DecodeSpec) -> list[list[Hypothesis]]:
     results = []
     for row, toks in enumerate(live.tokens[:, 1:].tolist()):
         if row % n == 0:
             results.append([])
         body = toks[: toks.index(EOS)] if EOS in toks else toks
         lengths = torch.tensor([len(body) + 1])
-        score = float(gnmt_score(live.scores[row : row + 1].cpu(), lengths, None, None, alpha=alpha, beta=0.0))
+        score = float(gnmt_score(live.scores[row : row + 1].cpu(), lengths, None, None, alpha=settings.alpha, beta=0.0,
+                                 kind=settings.length_penalty))
         results[-1].append(Hypothesis(body, score, float(live.scores[row])))
     return [sorted(h, key=lambda x: -x.score) for h in results]

@@ -11,6 +11,7 @@ from seqtool.metric_table import SelectMetric, TextMetric
 from seqtool.models.config import SECTION, ModelConfig
 
 RECIPE_VERSION = 1
+LengthPenalty = Literal["gnmt", "fairseq", "none"]  # the forms seqtool.decoding.penalties computes
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # autocast dtypes, as seqtool.util.precision reads them
 Device = Literal["auto", "cpu", "cuda"]  # no cuda:N: a run's rank picks its GPU (CUDA_VISIBLE_DEVICES narrows them)
 Seed = Annotated[int, Field(ge=0, lt=2**64)]  # what numpy's default_rng and torch.manual_seed both take
@@ -203,7 +204,11 @@ class TrainSpec(Spec):
 class DecodeSpec(Spec):
     beam: int = Field(5, ge=1, le=MAX_BEAM, description=f"beam width; 1 = greedy (at most {MAX_BEAM}: memory grows "
                       "with beam x batch)")
-    alpha: float = Field(0.0, ge=0, description="GNMT length penalty ((5+|Y|)/6)^alpha; 0 = off")
+    length_penalty: LengthPenalty = Field(
+        "gnmt", description="how a finished hypothesis's log-probability is divided by its length |Y| (EOS "
+        "included): gnmt ((5+|Y|)/6)^alpha (Wu et al. 2016), fairseq |Y|^alpha (fairseq's --lenpen), none"
+    )
+    alpha: float = Field(0.0, ge=0, description="length penalty exponent (decode.length_penalty); 0 = off")
     beta: float = Field(0.0, ge=0, description="GNMT coverage penalty weight; 0 = off")
     prune_margin: float | None = Field(
         None, gt=0, description="GNMT pruning (paper: 3.0): skip tokens this far below a hypothesis's best token, "

@@ -33,6 +33,8 @@ from seqtool.training.optim import Schedule, build_optimizer, clip_gradients
 from seqtool.util.oom import out_of_memory_hint
 from seqtool.util.precision import autocast, autocast_dtype
 
+SPLIT = ("train", "validate", "save")  # the parts of a run's time budget, measured separately
+
 
 class Stopped(Exception):
     """Training stopped on a signal after saving; carries the signal number."""
@@ -72,6 +74,7 @@ class TrainerState:
     window_tokens: int = 0  # target tokens and summed NLL of the steps since the last train log line
     window_nll: float = 0.0
     window_start: float = 0.0  # training seconds when that window began
+    seconds: dict = field(default_factory=lambda: dict.fromkeys(SPLIT, 0.0))  # where `elapsed` went, by part
 
     def to_dict(self, elapsed: float) -> dict:
         plain = {k: [list(r) for r in v] if k == "ranking" else v for k, v in self.__dict__.items()}
@@ -106,6 +109,7 @@ class Trainer:
         self._stop_signal: int | None = None
         self._validating = False
         self.lr = self.spec.optimizer.lr
+        self.startup = 0.0  # seconds before train() (data, model), set by train(startup=...)
         self._started = time.perf_counter()
 
     # -- setup ---------------------------------------------------------------------------------
@@ -140,8 +144,10 @@ class Trainer:
                 "rng": rng_state(), "carry": self.carry, "world": self.dist.world}
 
     # -- the loop ------------------------------------------------------------------------------
-    def train(self) -> TrainerState:
-        """Run until a limit is reached; returns the final state."""
+    def train(self, startup: float = 0.0) -> TrainerState:
+        """Run until a limit is reached; returns the final state. `startup`: the caller's seconds before
+        this (data, model), logged with where the loop's time went, whichever way the loop ends."""
+        self.startup = startup
         self._install_signals()
         try:
             self._loop()
@@ -149,11 +155,14 @@ class Trainer:
             raise SeqtoolError(f"{err}; {self._save_after_failure()}") from None
         finally:
             self._restore_signals()
+            with contextlib.suppress(LogWriteError):  # a full disk already said so; keep that message
+                self.obs.info("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in self.time_split().items()))
         return self.state
 
     def _loop(self) -> None:
         while (reason := self._stop_reason()) == 0:
-            ntok, nll = self.step()
+            with self._timed("train"):
+                ntok, nll = self.step()
             s = self.state
             s.window_tokens, s.window_nll = s.window_tokens + ntok, s.window_nll + nll
             if s.step % self.recipe.log.every == 0:
@@ -256,7 +265,26 @@ class Trainer:
         if step % self.spec.checkpoint.every == 0 or (self._is_best() and self.spec.checkpoint.keep_best):
             self._save()
 
+    @contextlib.contextmanager
+    def _timed(self, part: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.state.seconds[part] += time.perf_counter() - start
+
+    def time_split(self) -> dict[str, float]:
+        """Seconds spent starting this process, then (over the whole run) training, validating, saving,
+        and on the rest (logs, signals)."""
+        split = {part: round(self.state.seconds[part], 1) for part in SPLIT}
+        other = round(max(self._elapsed() - sum(self.state.seconds.values()), 0.0), 1)
+        return {"startup": round(self.startup, 1), **split, "other": other}
+
     def _validate(self) -> None:
+        with self._timed("validate"):
+            self._validate_now()
+
+    def _validate_now(self) -> None:
         self.model.eval()
         metrics = self._measure() if self.dist.main else {}
         metric = self.spec.early_stopping.metric
@@ -309,7 +337,8 @@ class Trainer:
             raise SeqtoolError(f"step {self.state.step}: the weights are no longer finite; not saving over the "
                                "last good checkpoint (lower train.optimizer.lr or set train.clip_norm)")
         best_steps = [step for _, step in self.state.ranking]
-        self.ckpt.save(self.state.step, self.payload(), best_steps, self._is_best())
+        with self._timed("save"):
+            self.ckpt.save(self.state.step, self.payload(), best_steps, self._is_best())
         self.ckpt.latest_step = self.state.step
 
     def _log_train(self) -> None:

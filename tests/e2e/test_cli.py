@@ -28,7 +28,13 @@ def test_translation_pipeline_end_to_end(tmp_path, tiny_recipe):
     assert train.returncode == 0, train.stderr
     result = json.loads(train.stdout)
     assert result["split"] == "test" and result["bleu"] > 5
+    # where the time went: three validations and saves (steps 50, 100, 150) inside the loop
+    seconds = result["seconds"]
+    assert set(seconds) == {"startup", "train", "validate", "save", "other", "test"}
+    assert seconds["train"] > 0 and seconds["validate"] > 0 and min(seconds.values()) >= 0  # a tiny save rounds to 0.0
     run = tmp_path / "runs" / "tiny"
+    logged = f"time (s): startup {seconds['startup']:.1f}, train {seconds['train']:.1f}"
+    assert logged in (run / "train.log").read_text()
     for name in ("recipe.yaml", "train.log", "metrics.jsonl", "checkpoints/best.pt", "checkpoints/latest.pt"):
         assert (run / name).exists(), name
 

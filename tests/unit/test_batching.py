@@ -35,6 +35,19 @@ def test_batches_are_a_function_of_seed_and_epoch():
     assert padding_fraction(one, src, tgt) < 0.15  # length bucketing keeps padding low
 
 
+def test_batches_group_sources_and_keep_target_lengths_mixed():
+    # Buckets by source length, as fairseq: a batch whose targets all end at the same position
+    # teaches the decoder to end where the batch's targets end; after 200-500 updates such a model
+    # stopped early (greedy output 0.87 of the reference length on test2016 after 500 updates, 0.98
+    # sorted by source).
+    rng = np.random.default_rng(0)
+    src = np.repeat([5, 10], 60)
+    tgt = rng.integers(1, 20, 120)
+    batches = token_batches(src, tgt, batch_tokens=120, seed=1, epoch=0)
+    assert sum(len(set(src[b].tolist())) > 1 for b in batches) <= 1  # only where 5 gives way to 10
+    assert sum(len(set(tgt[b].tolist())) > 1 for b in batches) > len(batches) // 2
+
+
 def test_max_sentences_caps_rows():
     src = tgt = np.full(100, 3)
     assert max(len(b) for b in token_batches(src, tgt, batch_tokens=10_000, max_sentences=7, seed=0)) == 7

@@ -11,13 +11,16 @@ import pytest
 import torch
 
 from seqtool.commands.recipes import recipe_from_dict
-from seqtool.decoding.search import search
 from seqtool.errors import SeqtoolError
 from seqtool.models.base import VocabSizes
 from seqtool.models.conv.convs2s import ConvS2S, ConvS2SConfig
 from seqtool.models.conv.layers import scale_grad
-from seqtool.recipe.schema import DecodeSpec
-from tests.conftest import assert_incremental_equals_forward, padded_batch
+from tests.conftest import (
+    assert_incremental_equals_forward,
+    assert_rows_independent,
+    assert_search_independent_of_batch,
+    padded_batch,
+)
 
 TINY = dict(embed_dim=16, out_embed_dim=12, dropout=0.1,
             encoder=[{"channels": 16, "kernel": 3, "repeat": 2}, {"channels": 24, "kernel": 4}],
@@ -37,25 +40,11 @@ def test_stepwise_decoding_equals_the_full_forward(rows):
 
 
 def test_rows_do_not_see_padding_or_neighbours():
-    model = tiny_model()
-    src, mask, tgt = padded_batch(6, seed=6)
-    full = model(src, mask, tgt)
-    for r in range(6):
-        n = int(mask[r].sum())
-        alone = model(src[r : r + 1, :n], mask[r : r + 1, :n], tgt[r : r + 1])
-        assert torch.allclose(full[r : r + 1], alone, atol=1e-5)
+    assert_rows_independent(tiny_model())
 
 
 def test_beam_search_does_not_depend_on_batch_size():
-    model = tiny_model()
-    src, mask, _ = padded_batch(5, seed=5)
-    settings = DecodeSpec(beam=3, alpha=0.6, beta=0.2, max_len_a=1.0, max_len_b=4)
-    together = search(model, src, mask, settings)
-    for r in range(5):
-        n = int(mask[r].sum())
-        alone = search(model, src[r : r + 1, :n], mask[r : r + 1, :n], settings)
-        assert alone[0][0].tokens == together[r][0].tokens
-        assert alone[0][0].score == pytest.approx(together[r][0].score, abs=1e-4)
+    assert_search_independent_of_batch(tiny_model())
 
 
 def test_step_attention_is_the_mean_over_layers():

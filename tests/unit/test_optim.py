@@ -1,11 +1,12 @@
-"""Gradient clipping: all parameters together, or each on its own."""
+"""Gradient clipping: all parameters together, or each on its own; the inverse square-root schedule."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from seqtool.training.optim import clip_gradients
+from seqtool.recipe.schema import ScheduleSpec
+from seqtool.training.optim import Schedule, clip_gradients
 
 
 def _params(*norms: float) -> list[torch.Tensor]:
@@ -31,3 +32,12 @@ def test_no_limit_leaves_gradients_and_reports_non_finite_norms():
     assert [float(p.grad.norm()) for p in params] == pytest.approx([3.0, 4.0])
     params[0].grad[0] = float("nan")
     assert not torch.isfinite(clip_gradients(params, 1.0, True))
+
+
+def test_inverse_sqrt_warms_up_linearly_then_decays_as_the_inverse_square_root():
+    schedule = Schedule(ScheduleSpec(name="inverse_sqrt", warmup_steps=200), 1e-3)
+    assert schedule.lr(0) == pytest.approx(1e-3 / 200)  # the first update already moves
+    assert schedule.lr(99) == pytest.approx(0.5e-3)
+    assert schedule.lr(199) == schedule.lr(200) == pytest.approx(1e-3)  # the peak, continuous
+    assert schedule.lr(800) == pytest.approx(0.5e-3)  # lr * sqrt(warmup / step)
+    assert schedule.lr(20000) == pytest.approx(1e-4)

@@ -15,6 +15,21 @@ def test_length_penalty_values():
     assert length_penalty(lengths, 0.6).tolist() == pytest.approx([1.0, 1.5**0.6, 2.5**0.6])
 
 
+def test_fairseq_and_no_length_penalty_values():
+    lengths = torch.tensor([1, 4, 10])
+    assert length_penalty(lengths, 1.0, "fairseq").tolist() == [1.0, 4.0, 10.0]
+    assert length_penalty(lengths, 0.5, "fairseq").tolist() == pytest.approx([1.0, 2.0, math.sqrt(10)])
+    assert length_penalty(lengths, 0.0, "fairseq").tolist() == [1.0, 1.0, 1.0]
+    assert length_penalty(lengths, 2.0, "none").tolist() == [1.0, 1.0, 1.0]
+
+
+def test_score_divides_by_the_chosen_length_penalty():
+    logp, lengths = torch.tensor([-6.0]), torch.tensor([4])
+    assert gnmt_score(logp, lengths, None, None, alpha=1.0, beta=0.0, kind="fairseq").item() == pytest.approx(-1.5)
+    assert gnmt_score(logp, lengths, None, None, alpha=1.0, beta=0.0, kind="gnmt").item() == pytest.approx(-4.0)
+    assert gnmt_score(logp, lengths, None, None, alpha=1.0, beta=0.0, kind="none").item() == -6.0
+
+
 def test_coverage_penalty_by_hand_with_padding():
     # source words: a (attention 0.5 + 0.3 = 0.8), b (0.5 + 0.9 = 1.4 -> capped at 1), pad (ignored)
     attn_sum = torch.tensor([[0.8, 1.4, 0.0]])

@@ -81,7 +81,8 @@ def exhaustive(model: TableModel, sentence: int, max_len: int, settings: DecodeS
             if not ok:
                 continue
             score = float(gnmt_score(torch.tensor([logp]), torch.tensor([n + 1]), attn[None] if model.attn else None,
-                                     src_mask, alpha=settings.alpha, beta=settings.beta))
+                                     src_mask, alpha=settings.alpha, beta=settings.beta,
+                                     kind=settings.length_penalty))
             if best is None or score > best[1] + 1e-9:
                 best = (list(body), score)
     return best
@@ -118,8 +119,28 @@ def test_length_penalty_changes_the_winner_by_hand():
     assert long.score == pytest.approx(math.log(0.108) / (8 / 6) ** 10)
 
 
-@pytest.mark.parametrize("alpha,beta", [(0.0, 0.0), (0.6, 0.0), (1.0, 0.0), (0.0, 0.4), (0.6, 0.2)])
-def test_wide_beam_equals_exhaustive_search(alpha, beta):
+def test_fairseq_length_penalty_prefers_longer_outputs_than_gnmt_at_the_same_alpha():
+    # Under TRAP at alpha 3: fairseq lp = |Y|^3 gives 5 EOS: log .36 / 8 = -0.128 and
+    # 4 4 EOS: log .108 / 27 = -0.082 (the best; 4 5 EOS: log .085 / 27 = -0.091), while GNMT's
+    # lp(2) = (7/6)^3, lp(3) = (8/6)^3 keeps 5 EOS ahead: -0.643 against -0.939.
+    model = TableModel([TRAP], UNIFORM)
+    src, mask = _src([0])
+    fairseq = search(model, src, mask, DecodeSpec(beam=4, length_penalty="fairseq", alpha=3.0, max_len_a=0,
+                                                      max_len_b=3))[0][0]
+    gnmt = search(model, src, mask, DecodeSpec(beam=4, alpha=3.0, max_len_a=0, max_len_b=3))[0][0]
+    none = search(model, src, mask, DecodeSpec(beam=4, length_penalty="none", alpha=3.0, max_len_a=0,
+                                                   max_len_b=3))[0][0]
+    assert fairseq.tokens == [4, 4]
+    assert fairseq.score == pytest.approx(math.log(0.108) / 27)
+    assert gnmt.tokens == [5]
+    assert gnmt.score == pytest.approx(math.log(0.36) / (7 / 6) ** 3)
+    assert none.tokens == [5] and none.score == pytest.approx(math.log(0.36))
+
+
+@pytest.mark.parametrize("alpha,beta,kind", [(0.0, 0.0, "gnmt"), (0.6, 0.0, "gnmt"), (1.0, 0.0, "gnmt"),
+                                             (0.0, 0.4, "gnmt"), (0.6, 0.2, "gnmt"), (1.0, 0.0, "fairseq"),
+                                             (0.6, 0.2, "fairseq"), (2.0, 0.0, "none")])
+def test_wide_beam_equals_exhaustive_search(alpha, beta, kind):
     torch.manual_seed(0)
     tables = []
     for _ in range(3):  # random tables over every prefix up to length 3
@@ -131,7 +152,7 @@ def test_wide_beam_equals_exhaustive_search(alpha, beta):
         tables.append(table)
     attn = [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.3, 0.3, 0.4]]
     model = TableModel(tables, UNIFORM, attn if beta else None)
-    settings = DecodeSpec(beam=40, alpha=alpha, beta=beta, max_len_a=0, max_len_b=4)
+    settings = DecodeSpec(beam=40, length_penalty=kind, alpha=alpha, beta=beta, max_len_a=0, max_len_b=4)
     src, mask = _src([0, 1, 2])
     results = beam_search(model, src, mask, settings)
     for s in range(3):

@@ -42,7 +42,7 @@ from pydantic import Field
 from torch import nn
 
 from seqtool.models.base import Rows, Seq2SeqModel, StepOut, VocabSizes
-from seqtool.models.config import ModelConfig
+from seqtool.models.config import ModelConfig, position_problems
 from seqtool.models.conv.layers import (
     SQRT_HALF,
     ConvBlockSpec,
@@ -76,17 +76,7 @@ class ConvS2SConfig(ModelConfig):
     share_embeddings: bool = Field(False, description="encoder and decoder share word embeddings (joint vocab)")
 
     def recipe_problems(self, recipe) -> list[str]:
-        """Sequences longer than the position table would fail mid-run; refuse them at load time."""
-        d, limit = recipe.decode, f"exceeds model.max_positions {self.max_positions}"
-        problems = []
-        if recipe.data.max_len + 1 > self.max_positions:
-            problems.append(f"data.max_len {recipe.data.max_len} (+ EOS) {limit}")
-        if d.max_src_len + 1 > self.max_positions:
-            problems.append(f"decode.max_src_len {d.max_src_len} (+ EOS) {limit}")
-        longest = math.floor(d.max_len_a * d.max_src_len) + d.max_len_b
-        if min(longest, d.max_output) > self.max_positions:
-            problems.append(f"decode.max_len_a * decode.max_src_len + decode.max_len_b ({longest}) {limit}")
-        return problems
+        return position_problems(recipe, self.max_positions)
 
 
 @dataclass

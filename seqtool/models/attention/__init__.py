@@ -1,0 +1,1 @@
+"""Attention models: the Transformer encoder-decoder and language model (transformer.py)."""
