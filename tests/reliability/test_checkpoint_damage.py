@@ -75,7 +75,7 @@ def _weights_a_list(payload: dict) -> None:
 
 DAMAGE = {
     "recipe not a mapping": (_recipe_a_list, COMMANDS, "its recipe is not a mapping"),
-    "NaN weights": (_nan_weights, COMMANDS, "NaN or infinite"),
+    "NaN weights": (_nan_weights, COMMANDS, "NaN values"),
     "weights not a mapping": (_weights_a_list, COMMANDS, "its weights are not a mapping of tensors"),
     "no trainer state": (lambda p: p.pop("trainer"), ("resume",), "lacks the trainer state"),
     "no optimizer state": (lambda p: p.pop("optimizer"), ("resume",), "lacks the optimizer state"),
