@@ -19,41 +19,29 @@ import torch
 
 from seqtool.data.formal import DFA
 from seqtool.errors import SeqtoolError
-from seqtool.models.recurrent.state_reg import StateRegularizedCell
-
-
-def _checked_layer(model) -> StateRegularizedCell:
-    rnn = getattr(model, "rnn", None)
-    layer = rnn.layers[0] if rnn is not None and len(rnn.layers) == 1 else None
-    if not isinstance(layer, StateRegularizedCell) or layer.core != 1 or not layer.hard_eval:
-        raise SeqtoolError("automaton extraction needs an rnn_sequence model with one sr_gru layer and "
-                           "hard_eval: true (an SR-LSTM's memory cell is not finite)")
-    return layer
+from seqtool.models.base import FiniteStateModel
 
 
 @torch.no_grad()
 def extract(model) -> DFA:
     """The automaton of the network's reachable states; state 0 is the start (h = 0)."""
-    layer = _checked_layer(model)
+    if not isinstance(model, FiniteStateModel) or not model.is_automaton():
+        raise SeqtoolError("automaton extraction needs an rnn_sequence model with one sr_gru layer and "
+                           "hard_eval: true (an SR-LSTM's memory cell is not finite)")
     model.eval()
-    symbols = model.embed.in_features if model.embed is not None else layer.input_dim
-    vectors = [torch.zeros(layer.hidden_dim, device=layer.centroids.device)]
+    vectors = [model.start_state()]
     ids, delta, queue = {}, {}, [0]
     while queue:
         state = queue.pop(0)
-        x = torch.eye(symbols, device=vectors[0].device).unsqueeze(1)  # (symbols, 1, F): every symbol once
-        x = model.embed(x) if model.embed is not None else x
-        h = vectors[state].expand(symbols, 1, -1)
-        nxt = layer.assign(model.rnn(x, model.rnn.initial_state(h))[0][:, 0])
         row = []
-        for centroid in nxt.tolist():
+        for centroid in model.next_states(vectors[state].unsqueeze(0))[0].tolist():
             if centroid not in ids:
                 ids[centroid] = len(vectors)
-                vectors.append(layer.centroids[centroid])
+                vectors.append(model.state_vector(centroid))
                 queue.append(ids[centroid])
             row.append(ids[centroid])
         delta[state] = tuple(row)
-    labels = model.out(torch.stack(vectors)).argmax(-1).tolist()
+    labels = model.label_states(torch.stack(vectors)).tolist()
     return DFA(tuple(delta[s] for s in range(len(vectors))), tuple(bool(c == 1) for c in labels))
 
 

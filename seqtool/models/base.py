@@ -10,6 +10,9 @@ through these, never by looking inside it.
     LanguageModel      `forward(inputs, state) -> (features, state)`; state carried between blocks
     ClassifierModel    one answer per example (bAbI QA): `forward(story, query) -> (logits, extra)`
     SequenceModel      an output at every step (sequence tasks): `outputs(batch)` and `describe()`
+    FiniteStateModel   a model that may be a finite automaton in evaluation (a mixin beside the above):
+                       `is_automaton()`, `start_state()`, `next_states(states)`, `state_vector(id)`,
+                       `label_states(states)`, all that `seqtool automaton` reads it through
 
 Each is an abstract base class: a subclass that misses a method fails when it is built, not mid-run.
 A new family subclasses the one its task expects (seqtool/tasks/*.py says which)."""
@@ -155,3 +158,29 @@ class SequenceModel(Model):
     def describe(self) -> dict[str, float]:
         """Model-specific numbers reported with the evaluation metrics (none by default)."""
         return {}
+
+
+class FiniteStateModel(ABC):
+    """A model over one-hot symbols whose evaluation mode may be a deterministic finite automaton: a
+    set of state ids, each with a state vector, and a next state that depends on the state and the
+    symbol only (a state-regularized GRU). Callers switch to evaluation mode and disable gradients."""
+
+    @abstractmethod
+    def is_automaton(self) -> bool:
+        """Whether evaluation mode is a finite automaton (the other methods hold only then)."""
+
+    @abstractmethod
+    def start_state(self) -> torch.Tensor:
+        """(H,) the state vector before the first symbol (need not be one of the state ids' vectors)."""
+
+    @abstractmethod
+    def next_states(self, states: torch.Tensor) -> torch.Tensor:
+        """(N, H) state vectors -> (N, symbols) the state id after reading each symbol from each state."""
+
+    @abstractmethod
+    def state_vector(self, state: int) -> torch.Tensor:
+        """(H,) the vector of a state id that next_states returned."""
+
+    @abstractmethod
+    def label_states(self, states: torch.Tensor) -> torch.Tensor:
+        """(N, H) state vectors -> (N,) the class the model outputs in each state."""

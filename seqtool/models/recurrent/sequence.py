@@ -20,10 +20,11 @@ from pydantic import Field
 from torch import nn
 
 from seqtool.errors import SeqtoolError
-from seqtool.models.base import LossOut, SequenceModel, VocabSizes
+from seqtool.models.base import FiniteStateModel, LossOut, SequenceModel, VocabSizes
 from seqtool.models.layers import Dropout
 from seqtool.models.recurrent.layers import Recurrent
 from seqtool.models.recurrent.rnn import RecurrentConfig
+from seqtool.models.recurrent.state_reg import StateRegularizedCell
 from seqtool.registry import MODELS
 
 
@@ -39,7 +40,7 @@ class RNNSequenceConfig(RecurrentConfig):
                                "top layer's outputs are the predictions; needs hidden_dim = outputs per step)")
 
 
-class RNNSequence(SequenceModel):
+class RNNSequence(SequenceModel, FiniteStateModel):
     def __init__(self, cfg: RNNSequenceConfig, sizes: VocabSizes):
         super().__init__()
         if not cfg.output_layer and cfg.hidden_dim != sizes.tgt:
@@ -74,6 +75,29 @@ class RNNSequence(SequenceModel):
     def loss(self, batch, label_smoothing: float = 0.0, state=None) -> LossOut:
         loss, nll = objective_loss(self.outputs(batch), batch, label_smoothing)
         return LossOut(loss, nll, batch.ntokens)
+
+    # FiniteStateModel: with one finite SR cell (sr_gru, hard_eval) the states are its centroids
+    def is_automaton(self) -> bool:
+        layers = self.rnn.layers
+        return len(layers) == 1 and isinstance(layers[0], StateRegularizedCell) and layers[0].finite
+
+    def start_state(self) -> torch.Tensor:
+        cell = self.rnn.layers[0]
+        return torch.zeros(cell.hidden_dim, device=cell.centroids.device)
+
+    def next_states(self, states: torch.Tensor) -> torch.Tensor:
+        cell = self.rnn.layers[0]
+        symbols = self.embed.in_features if self.embed is not None else cell.input_dim
+        x = torch.eye(symbols, device=states.device).repeat(len(states), 1).unsqueeze(1)  # (N * symbols, 1, F)
+        x = self.embed(x) if self.embed is not None else x
+        h = states.repeat_interleave(symbols, 0).unsqueeze(1)  # (N * symbols, layers = 1, H)
+        return cell.assign(self.rnn(x, self.rnn.initial_state(h))[0][:, 0]).view(len(states), symbols)
+
+    def state_vector(self, state: int) -> torch.Tensor:
+        return self.rnn.layers[0].centroids[state]
+
+    def label_states(self, states: torch.Tensor) -> torch.Tensor:
+        return (self.out(states) if self.out is not None else states).argmax(-1)
 
 
 def objective_loss(outputs: torch.Tensor, batch, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:

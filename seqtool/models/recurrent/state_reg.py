@@ -12,8 +12,9 @@ alpha_t's gradient (Bengio et al. 2013's straight-through estimator; not in the 
 Tomita 4 it is what makes the snapped network exact). With `hard_eval` the evaluation
 mode takes alpha_t = onehot(argmax): the state is then always one of k centroids and an SR-GRU, whose
 only memory is h, is a deterministic finite automaton that seqtool/evaluation/automaton.py reads off
-exactly. SR-LSTM regularizes h and leaves the memory cell c free. Init (official code): centroids
-~ U(-0.5, 0.5), orthogonal recurrent weights (per gate block).
+exactly (through rnn_sequence's FiniteStateModel contract). SR-LSTM regularizes h and leaves the
+memory cell c free. Init (official code): centroids ~ U(-0.5, 0.5), orthogonal recurrent weights (per
+gate block).
 """
 
 from __future__ import annotations
@@ -78,6 +79,12 @@ class StateRegularizedCell(CellLayer):
                 alpha = alpha + (nn.functional.one_hot(logits.argmax(-1), alpha.size(-1)) - alpha).detach()
             h = alpha @ self.centroids
         return h, [h, *core[1:]], memories
+
+    @property
+    def finite(self) -> bool:
+        """Whether evaluation mode is a finite automaton: a GRU's only memory is h, snapped to a centroid
+        (an SR-LSTM's memory cell is not finite)."""
+        return self.core == 1 and self.hard_eval
 
     def assign(self, h: torch.Tensor) -> torch.Tensor:
         """The centroid index of each state (..., H) -> (...): the nearest centroid."""
