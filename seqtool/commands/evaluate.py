@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seqtool.commands.runs import LoadedRun, load_run, pack_tokenizer, pick_device, tokenizer_sha256
+from seqtool.commands.runs import LoadedRun, load_run, pick_device, same_tokenizer
 from seqtool.commands.tasks import open_task, prepare_task, task_class
 from seqtool.data.prepare import prepared_dir
 from seqtool.errors import SeqtoolError
@@ -22,7 +22,7 @@ def run_data(run: LoadedRun) -> Path:
             raise SeqtoolError(f"{run.path}: no prepared data at {directory} (the checkpoint {where}); prepare "
                                "its recipe there with `seqtool prepare`, or evaluate the run directory")
         prepare_task(run.recipe)
-    if tokenizer_sha256(pack_tokenizer(directory / "tokenizer")) != run.payload.get("tokenizer_sha256"):
+    if not same_tokenizer(directory, run.payload):
         raise SeqtoolError(f"{directory}: prepared with another tokenizer than {run.path}")
     return directory
 

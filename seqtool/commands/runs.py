@@ -50,6 +50,11 @@ def tokenizer_sha256(files: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def same_tokenizer(directory: Path, payload: dict) -> bool:
+    """Whether the prepared data in `directory` was tokenized as the checkpoint `payload` was."""
+    return tokenizer_sha256(pack_tokenizer(directory / "tokenizer")) == payload.get("tokenizer_sha256")
+
+
 def unpack_vocabs(files: dict[str, torch.Tensor]) -> Vocabs:
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in files.items():

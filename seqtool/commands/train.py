@@ -10,10 +10,17 @@ from pathlib import Path
 import torch
 
 from seqtool.commands.recipes import Recipe, drop_retired, dump_recipe
-from seqtool.commands.runs import build_model, count_parameters, pack_tokenizer, pick_device, tokenizer_sha256
+from seqtool.commands.runs import (
+    build_model,
+    count_parameters,
+    pack_tokenizer,
+    pick_device,
+    same_tokenizer,
+    tokenizer_sha256,
+)
 from seqtool.commands.tasks import open_task, prepare_task
 from seqtool.data.prepare import prepared_dir
-from seqtool.errors import SeqtoolError
+from seqtool.errors import SeqtoolError, first_line
 from seqtool.observe import Observer
 from seqtool.training.checkpoint import CheckpointDir, check_resumable, load_checkpoint
 from seqtool.training.distributed import DistInfo, barrier, init_distributed
@@ -109,14 +116,14 @@ def _prepare_task(recipe: Recipe, run_dir: Path, dist_info: DistInfo, device: to
     """Rank 0 prepares (a no-op when up to date) and writes the run's recipe; others wait for it. A
     resume refuses data with another tokenizer than the checkpoint's before it replaces the prepared
     data or recipe.yaml, so a refused resume changes nothing."""
-    def same_tokenizer(directory: Path) -> None:
-        if tokenizer_sha256(pack_tokenizer(directory / "tokenizer")) != payload.get("tokenizer_sha256"):
+    def check_tokenizer(directory: Path) -> None:
+        if not same_tokenizer(directory, payload):
             raise SeqtoolError(f"{latest}: the checkpoint was trained with another tokenizer; resume needs the "
                                "same data")
 
     if dist_info.main:
         prepare_task(recipe, log=lambda m: print(m, file=sys.stderr),
-                     verify=same_tokenizer if payload is not None else None)
+                     verify=check_tokenizer if payload is not None else None)
         dump_recipe(recipe, run_dir / "recipe.yaml")
     barrier(dist_info)
     return open_task(recipe, device, directory=prepared_dir(recipe), rank=dist_info.rank, world=dist_info.world)
@@ -131,8 +138,7 @@ def _resume(trainer: Trainer, payload: dict, latest: Path, extra: dict, observer
     try:
         trainer.load_state(payload)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:  # state of another seqtool, or damaged
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise SeqtoolError(f"{latest}: cannot resume from this checkpoint ({reason})") from None
+        raise SeqtoolError(f"{latest}: cannot resume from this checkpoint ({first_line(err)})") from None
     trainer.ckpt.latest_step = trainer.state.step
     observer.truncate_after(trainer.state.step)
     observer.info(f"resumed from {latest} at step {trainer.state.step} (epoch {trainer.state.epoch})")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import re
 from collections.abc import Iterable, Iterator
@@ -20,7 +19,6 @@ _HINT = " (data.encoding_errors: replace or skip lets it through)"
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Editors on Windows start UTF-8 files with a byte-order mark (U+FEFF), and `cat` of such files puts
 # it inside; it is no part of the text, and kept it would join the word after it.
-BOM = codecs.BOM_UTF8
 _ZWNBSP = "\ufeff"
 MAX_LINE_BYTES = 256 << 20  # text8, a corpus of one 100 MB line, still fits
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from seqtool import __version__
-from seqtool.errors import SeqtoolError
+from seqtool.errors import SeqtoolError, first_line
 from seqtool.util.files import atomic_open
 
 FORMAT = 1
@@ -66,8 +66,7 @@ def load_checkpoint(path: Path) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError,
             AttributeError, TypeError, ImportError, IndexError, OSError) as err:  # OSError: some cuts
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
-        raise SeqtoolError(f"{path}: not a readable seqtool checkpoint ({reason[:200]})") from None
+        raise SeqtoolError(f"{path}: not a readable seqtool checkpoint ({first_line(err)})") from None
     if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED):
         raise SeqtoolError(f"{path}: not a seqtool checkpoint (missing {', '.join(REQUIRED)})")
     if payload["format"] != FORMAT:
