@@ -9,6 +9,7 @@ through these, never by looking inside it.
                        `encode / start / step` with an explicit, reorderable state for search
     LanguageModel      `forward(inputs, state) -> (features, state)`; state carried between blocks
     ClassifierModel    one answer per example (bAbI QA): `forward(story, query) -> (logits, extra)`
+    SequenceClassifier one label per sequence (task classify): `forward(tokens, mask) -> logits`
     SequenceModel      an output at every step (sequence tasks): `outputs(batch)` and `describe()`
     FiniteStateModel   a model that may be a finite automaton in evaluation (a mixin beside the above):
                        `is_automaton()`, `start_state()`, `next_states(states)`, `state_vector(id)`,
@@ -146,6 +147,24 @@ class ClassifierModel(Model):
     @abstractmethod
     def forward(self, story: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, V) answer logits and (B, hops, M) attention over the memories."""
+
+
+class SequenceClassifier(Model):
+    """One label per whole sequence (task classify: parity/XOR of marked positions, ListOps, text).
+
+    The batch has `tokens` (B, T) ids, `mask` (B, T) bool (True at real positions, padding at the end)
+    and `labels` (B,) class ids; the default loss is cross-entropy over the labels."""
+
+    @abstractmethod
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, C) class logits for (B, T) token ids."""
+
+    def loss(self, batch, label_smoothing: float = 0.0, state=None) -> LossOut:
+        logits = self(batch.tokens, batch.mask)
+        loss = nn.functional.cross_entropy(logits.float(), batch.labels, reduction="sum",
+                                           label_smoothing=label_smoothing)
+        nll = nn.functional.cross_entropy(logits.float().detach(), batch.labels, reduction="sum")
+        return LossOut(loss, nll, int(batch.labels.numel()))
 
 
 class SequenceModel(Model):
