@@ -1,0 +1,79 @@
+"""The commands as processes: `translate` answers a line piped in before the next is sent, and
+`serve` answers the request in flight when SIGTERM comes, then exits 0."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+import seqtool
+from tests.serving.conftest import LINES
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_translate_answers_each_line_before_the_next_is_sent(run_dir):
+    """A writer that sends one line and waits for its answer before sending the next."""
+    process = subprocess.Popen([sys.executable, "-m", "seqtool", "translate", "-c", str(run_dir)], env=ENV,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    answers = []
+    try:
+        for line in LINES:
+            process.stdin.write(line + "\n")
+            process.stdin.flush()
+            ready, _, _ = select.select([process.stdout], [], [], 60)
+            assert ready, f"no answer to {line!r} within 60 s (stderr: {process.stderr.read()})"
+            answers.append(process.stdout.readline().rstrip("\n"))
+        process.stdin.close()
+        assert process.wait(30) == 0, process.stderr.read()
+    finally:
+        process.kill()
+    assert answers == [t.text for t in seqtool.load(run_dir, device="cpu").translate(LINES)]
+
+
+def test_sigterm_drains_the_request_in_flight(run_dir, tmp_path):
+    log = tmp_path / "serve.log"
+    with open(log, "w") as err:
+        process = subprocess.Popen([sys.executable, "-m", "seqtool", "serve", "-c", str(run_dir), "--port", "0",
+                                    "--device", "cpu"], env=ENV, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        url = _announced(log, process)
+        assert url.startswith("http://127.0.0.1:")  # local only unless told otherwise
+        lines = [" ".join("9876543210" * 3)] * 256
+        answer = {}
+        thread = threading.Thread(target=lambda: answer.update(response=httpx.post(
+            url + "/translate", json={"sentences": lines, "beam": 8}, timeout=120)))
+        thread.start()
+        while httpx.get(url + "/health").json()["running"] == 0:
+            assert thread.is_alive(), "the request ended before SIGTERM could be sent"
+            time.sleep(0.005)
+        process.send_signal(signal.SIGTERM)
+        thread.join(120)
+        assert answer["response"].status_code == 200
+        assert len(answer["response"].json()["translations"]) == 256
+        assert process.wait(60) == 0
+        assert log.read_text().rstrip().endswith("seqtool: stopped")
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url + "/health")
+    finally:
+        process.kill()
+
+
+def _announced(log, process, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(r"serving .* on (http://\S+)", log.read_text())
+        if found:
+            return found.group(1)
+        assert process.poll() is None, log.read_text()
+        time.sleep(0.05)
+    raise AssertionError(f"no address announced: {log.read_text()}")
