@@ -214,7 +214,7 @@ def serve(
     from seqtool.serving.server import serve_run
 
     limits = Limits(max_body=max_body, max_sentences=max_sentences, max_queue=max_queue,
-                    batch_tokens=micro_batch_tokens, max_wait=max_wait_ms / 1000)
+                    micro_batch_tokens=micro_batch_tokens, max_wait_ms=max_wait_ms)
     serve_run(checkpoint, host=host, port=port, device=device or "auto", limits=limits, access_log=access_log,
               say=_err)
 

@@ -44,8 +44,8 @@ class Limits:
     max_body: int = 1 << 20  # bytes of one request body
     max_sentences: int = 256  # sentences of one request
     max_queue: int = 64  # requests waiting for a batch
-    batch_tokens: int = 4096  # source tokens a micro-batch gathers
-    max_wait: float = 0.005  # seconds a micro-batch waits for more requests
+    micro_batch_tokens: int = 4096  # source tokens a micro-batch gathers
+    max_wait_ms: float = 5.0  # how long a micro-batch waits for more requests
 
 
 class TranslateBody(BaseModel):
@@ -58,7 +58,8 @@ class TranslateBody(BaseModel):
 
 
 def create_app(model: LoadedModel, limits: Limits, on_ready: Callable[[], None] = lambda: None) -> Starlette:
-    batcher = Batcher(model, batch_tokens=limits.batch_tokens, max_wait=limits.max_wait, max_queue=limits.max_queue)
+    batcher = Batcher(model, batch_tokens=limits.micro_batch_tokens, max_wait=limits.max_wait_ms / 1000,
+                      max_queue=limits.max_queue)
 
     async def translate(request: Request) -> Response:
         try:
