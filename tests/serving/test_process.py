@@ -1,5 +1,5 @@
-"""The commands as processes: `translate` answers a line piped in before the next is sent, and
-`serve` answers the request in flight when SIGTERM comes, then exits 0."""
+"""`translate` answers a line piped in before the next is sent; `serve`, a real process, answers the
+request in flight when SIGTERM comes, then exits 0."""
 
 from __future__ import annotations
 
@@ -16,27 +16,41 @@ import httpx
 import pytest
 
 import seqtool
+from seqtool.commands.translate import run_translate
 from tests.serving.conftest import LINES
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def test_translate_answers_each_line_before_the_next_is_sent(run_dir):
-    """A writer that sends one line and waits for its answer before sending the next."""
-    process = subprocess.Popen([sys.executable, "-m", "seqtool", "translate", "-c", str(run_dir)], env=ENV,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_translate_answers_each_line_before_the_next_is_sent(run_dir, monkeypatch):
+    """A writer that sends one line and waits for its answer before sending the next, through real
+    pipes on translate's stdin and stdout (in a thread of this process: no interpreter to start)."""
+    stdin_r, stdin_w = os.pipe()
+    stdout_r, stdout_w = os.pipe()
+    monkeypatch.setattr(sys, "stdin", os.fdopen(stdin_r, "r"))
+    monkeypatch.setattr(sys, "stdout", os.fdopen(stdout_w, "w"))
+    errors = []
+
+    def translate():
+        try:
+            run_translate(run_dir, None, None, {}, device="cpu", seed=1, warn=errors.append)
+        except BaseException as err:
+            errors.append(err)
+        finally:
+            sys.stdout.close()
+
+    thread = threading.Thread(target=translate, daemon=True)
+    thread.start()
     answers = []
-    try:
+    with os.fdopen(stdin_w, "w") as writer, os.fdopen(stdout_r, "r") as reader:
         for line in LINES:
-            process.stdin.write(line + "\n")
-            process.stdin.flush()
-            ready, _, _ = select.select([process.stdout], [], [], 60)
-            assert ready, f"no answer to {line!r} within 60 s (stderr: {process.stderr.read()})"
-            answers.append(process.stdout.readline().rstrip("\n"))
-        process.stdin.close()
-        assert process.wait(30) == 0, process.stderr.read()
-    finally:
-        process.kill()
+            writer.write(line + "\n")
+            writer.flush()
+            assert select.select([reader], [], [], 60)[0], f"no answer to {line!r} within 60 s ({errors})"
+            answers.append(reader.readline().rstrip("\n"))
+        writer.close()
+        thread.join(60)
+        assert reader.read() == "" and not errors
     assert answers == [t.text for t in seqtool.load(run_dir, device="cpu").translate(LINES)]
 
 
