@@ -104,6 +104,8 @@ def test_logprob_command_and_eval_on_files(model, run_dir, tmp_path):
     result = CliRunner().invoke(app, ["logprob", "-c", str(run_dir), "--src", str(src), "--tgt",
                                       str(refs / "test.tgt")])
     assert result.exit_code == 1 and "parallel files must be line-aligned" in str(result.exception)
+    result = CliRunner().invoke(app, ["eval", "-c", str(run_dir), "--src", str(src)])
+    assert "--src and --ref go together" in str(result.exception)
 
 
 class DecoderOnly:
