@@ -2,7 +2,7 @@
 
     POST /translate  {"sentences": [...], "beam": 5, "n_best": 2, ...}
                      -> {"translations": [{"text", "score", "nbest": [{"text", "score"}]}]}
-    GET  /health     -> {"status": "ok", "waiting": requests queued, "running": sentences decoding}
+    GET  /health     -> {"status": "ok", "waiting": requests not yet decoding, "running": sentences decoding}
     GET  /info       -> the model, recipe, tokenizer, decode defaults and the server's limits
 
 Besides "sentences", a request's keys are decode options (`decode` keys of the recipe, as in the

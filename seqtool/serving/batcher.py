@@ -31,6 +31,7 @@ class Batcher:
     def __init__(self, model: LoadedModel, *, batch_tokens: int, max_wait: float, max_queue: int):
         self.model, self.batch_tokens, self.max_wait = model, batch_tokens, max_wait
         self.queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=max_queue)
+        self.waiting = 0  # requests submitted whose batch has not started
         self.running = 0  # sentences in the batch being decoded
         self._held: _Job | None = None  # taken from the queue, over the last batch's budget
 
@@ -42,16 +43,15 @@ class Batcher:
             self.queue.put_nowait(job)
         except asyncio.QueueFull:
             raise QueueFull from None
+        self.waiting += 1
         return job.done
-
-    @property
-    def waiting(self) -> int:
-        return self.queue.qsize() + (self._held is not None)
 
     async def work(self) -> None:
         """The worker: runs until cancelled."""
         while True:
-            batch = [job for job in await self._collect() if not job.done.cancelled()]
+            collected = await self._collect()
+            self.waiting -= len(collected)
+            batch = [job for job in collected if not job.done.cancelled()]
             if not batch:
                 continue
             self.running = sum(len(job.request.lines) for job in batch)

@@ -55,25 +55,27 @@ def test_translate_answers_each_line_before_the_next_is_sent(run_dir, monkeypatc
 
 
 def test_sigterm_drains_the_request_in_flight(run_dir, tmp_path):
+    """The request is held in flight by a long micro-batch wait (1.5 s) when SIGTERM comes."""
     log = tmp_path / "serve.log"
     with open(log, "w") as err:
         process = subprocess.Popen([sys.executable, "-m", "seqtool", "serve", "-c", str(run_dir), "--port", "0",
-                                    "--device", "cpu"], env=ENV, stdout=subprocess.DEVNULL, stderr=err)
+                                    "--max-wait-ms", "1500", "--device", "cpu"], env=ENV, stdout=subprocess.DEVNULL,
+                                   stderr=err)
     try:
         url = _announced(log, process)
         assert url.startswith("http://127.0.0.1:")  # local only unless told otherwise
-        lines = [" ".join("9876543210" * 3)] * 256
         answer = {}
         thread = threading.Thread(target=lambda: answer.update(response=httpx.post(
-            url + "/translate", json={"sentences": lines, "beam": 8}, timeout=120)))
+            url + "/translate", json={"sentences": LINES}, timeout=120)))
         thread.start()
-        while httpx.get(url + "/health").json()["running"] == 0:
+        while httpx.get(url + "/health").json()["waiting"] == 0:
             assert thread.is_alive(), "the request ended before SIGTERM could be sent"
             time.sleep(0.005)
         process.send_signal(signal.SIGTERM)
         thread.join(120)
         assert answer["response"].status_code == 200
-        assert len(answer["response"].json()["translations"]) == 256
+        expected = [t.text for t in seqtool.load(run_dir, device="cpu").translate(LINES)]
+        assert [t["text"] for t in answer["response"].json()["translations"]] == expected
         assert process.wait(60) == 0
         assert log.read_text().rstrip().endswith("seqtool: stopped")
         with pytest.raises(httpx.ConnectError):
