@@ -129,15 +129,23 @@ def _decode_overrides(**flags) -> dict:
 
 @app.command(name="eval")
 def evaluate(checkpoint: CheckpointOpt, split: Annotated[str, typer.Option(help="valid or test")] = "test",
+             src: Annotated[Path | None, typer.Option(help="translation: a source file, instead of a split")] = None,
+             ref: Annotated[Path | None, typer.Option(help="its reference translations (with --src)")] = None,
              as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
              beam: BeamOpt = None, alpha: AlphaOpt = None, length_penalty: LengthPenaltyOpt = None,
              beta: BetaOpt = None, prune_margin: PruneOpt = None, device: DeviceOpt = None) -> None:
-    """Perplexity (language models) or BLEU/chrF (translation) of a trained run on a split."""
-    from seqtool.commands.evaluate import evaluate_run, format_result
+    """Perplexity (language models) or BLEU/chrF (translation) of a trained run on a split, or of a
+    translation run on any source and reference file (--src, --ref)."""
+    from seqtool.commands.evaluate import evaluate_files, evaluate_run, format_result
 
     overrides = _decode_overrides(beam=beam, alpha=alpha, length_penalty=length_penalty, beta=beta,
                                   prune_margin=prune_margin)
-    result = evaluate_run(checkpoint, split, overrides, device or "auto")
+    if (src is None) != (ref is None):
+        raise SeqtoolError("--src and --ref go together (a source file and its reference translations)")
+    if src is not None:
+        result = evaluate_files(checkpoint, src, ref, overrides, device or "auto")
+    else:
+        result = evaluate_run(checkpoint, split, overrides, device or "auto")
     if as_json:
         print(json.dumps(result))
     else:
@@ -168,6 +176,47 @@ def translate(
                                   strategy=None if sample is None else ("sample" if sample else "beam"),
                                   temperature=temperature, top_k=top_k, top_p=top_p)
     run_translate(checkpoint, input, output, overrides, device=device or "auto", seed=seed, warn=_err)
+
+
+@app.command()
+def logprob(
+    checkpoint: CheckpointOpt,
+    src: Annotated[Path, typer.Option(help="source file")],
+    tgt: Annotated[Path, typer.Option(help="target file, line-aligned with --src")],
+    word_scores: Annotated[bool, typer.Option("--word-scores", help="add each target token's log-probability")] = False,
+    alpha: AlphaOpt = None, length_penalty: LengthPenaltyOpt = None, beta: BetaOpt = None,
+    batch_tokens: Annotated[int | None, typer.Option(help="source tokens per batch")] = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Forced decoding: for each source/target pair, the run's log P(target | source), the score search
+    would give it (length/coverage penalties) and the target's token count, tab-separated."""
+    from seqtool.commands.logprob import run_logprob
+
+    overrides = _decode_overrides(alpha=alpha, length_penalty=length_penalty, beta=beta, batch_tokens=batch_tokens)
+    run_logprob(checkpoint, src, tgt, overrides, device=device or "auto", word_scores=word_scores, warn=_err)
+
+
+@app.command()
+def serve(
+    checkpoint: CheckpointOpt,
+    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port (0: a free one, printed)")] = 8000,
+    micro_batch_tokens: Annotated[int, typer.Option(min=1, help="source tokens a micro-batch gathers")] = 4096,
+    max_wait_ms: Annotated[float, typer.Option(min=0, help="how long a micro-batch waits for more")] = 5.0,
+    max_queue: Annotated[int, typer.Option(min=1, help="requests waiting at most (then 429)")] = 64,
+    max_sentences: Annotated[int, typer.Option(min=1, help="sentences per request at most (then 413)")] = 256,
+    max_body: Annotated[int, typer.Option(min=1, help="bytes per request body at most (then 413)")] = 1 << 20,
+    access_log: Annotated[bool, typer.Option(help="log every request on stderr")] = True,
+    device: DeviceOpt = None,
+) -> None:
+    """Serve a translation run over HTTP: POST /translate (JSON), GET /health, GET /info."""
+    from seqtool.serving.app import Limits
+    from seqtool.serving.server import serve_run
+
+    limits = Limits(max_body=max_body, max_sentences=max_sentences, max_queue=max_queue,
+                    micro_batch_tokens=micro_batch_tokens, max_wait_ms=max_wait_ms)
+    serve_run(checkpoint, host=host, port=port, device=device or "auto", limits=limits, access_log=access_log,
+              say=_err)
 
 
 @app.command()

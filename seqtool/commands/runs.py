@@ -115,6 +115,15 @@ def load_run(target: str | Path, overrides: dict | None = None, device: torch.de
     return LoadedRun(recipe, vocabs, model.to(device).eval(), payload, run_dir, path)
 
 
+def load_translation_run(target: str | Path, overrides: dict, device: str, command: str) -> LoadedRun:
+    """load_run for a command that needs a translation model."""
+    run = load_run(target, overrides, pick_device(device))
+    if run.recipe.task != "translation":
+        raise SeqtoolError(f"{run.path}: a {run.recipe.task!r} run ({run.recipe.model.arch}); {command} needs a "
+                           "translation run")
+    return run
+
+
 def pick_device(kind: str) -> torch.device:
     if kind == "cuda" and not torch.cuda.is_available():
         raise SeqtoolError("device cuda: no CUDA device is available (use --device cpu or auto)")

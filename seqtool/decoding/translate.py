@@ -1,7 +1,8 @@
 """Raw text in, detokenized translations out: tokenize, batch by length, search, restore order.
 
-One path serves `translate`, `eval` and validation BLEU, so the three always agree. Input is
-processed in chunks, so memory stays bounded however long the input is.
+One path serves `translate`, `eval`, validation BLEU, the Python API and the server, so they always
+agree. Input is processed in chunks, so memory stays bounded however long the input is; streaming
+input (typed or piped in) is decoded as it arrives, whatever lines are waiting at a time.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from seqtool.data.batching import pad_rows
-from seqtool.data.textio import chunked
+from seqtool.data.textio import chunked, waiting_chunks
 from seqtool.data.vocab import Vocabs
 from seqtool.decoding.search import Hypothesis, search
 from seqtool.recipe.schema import DecodeSpec
@@ -55,24 +56,32 @@ def translate_ids(model, sources: list[np.ndarray], settings: DecodeSpec, *, bat
     return results
 
 
+def encode_truncated(tokenizer, lines: list[str], limit: int, key: str, *, side: str = "source", first: int = 1,
+                     warn: Callable[[str], None] = lambda _: None) -> list[np.ndarray]:
+    """Token ids of lines numbered from `first`; a line over `limit` tokens (the setting `key`) is
+    truncated with a warning naming it."""
+    encoded = []
+    for number, ids in enumerate(tokenizer.encode(lines), start=first):
+        if len(ids) > limit:
+            warn(f"line {number}: {len(ids)} {side} tokens, truncated to {key}={limit}")
+            ids = ids[:limit]
+        encoded.append(np.asarray(ids, dtype=np.int64))
+    return encoded
+
+
 def translate_lines(model, vocabs: Vocabs, lines: Iterable[str], settings: DecodeSpec, *, device: torch.device,
                     warn: Callable[[str], None] = lambda _: None,
-                    generator: torch.Generator | None = None) -> Iterator[Translation]:
+                    generator: torch.Generator | None = None, streaming: bool = False) -> Iterator[Translation]:
     """Translations of raw lines, one per line, in order; over-long inputs are truncated with a warning.
-    Batch sizes and the input limit are the settings' too (decode.batch_tokens, batch_sentences, max_src_len)."""
-    max_src_len = settings.max_src_len
-    number = 0
-    for chunk in chunked(lines, CHUNK):
-        sources = []
-        for ids in vocabs.src.encode(chunk):
-            number += 1
-            if len(ids) > max_src_len:
-                warn(f"line {number}: {len(ids)} source tokens, truncated to decode.max_src_len={max_src_len}")
-                ids = ids[:max_src_len]
-            sources.append(np.asarray(ids, dtype=np.int64))
+    Batch sizes and the input limit are the settings' too (decode.batch_tokens, batch_sentences, max_src_len).
+    `streaming`: decode the lines already waiting instead of waiting for a full chunk (interactive input)."""
+    number = 1
+    for chunk in waiting_chunks(lines, CHUNK) if streaming else chunked(lines, CHUNK):
+        sources = encode_truncated(vocabs.src, chunk, settings.max_src_len, "decode.max_src_len", first=number,
+                                   warn=warn)
+        number += len(chunk)
         for hyps in translate_ids(model, sources, settings, batch_tokens=settings.batch_tokens,
                                   batch_sentences=settings.batch_sentences, device=device, generator=generator):
             nbest = [(vocabs.tgt.decode(h.tokens), h.score) for h in hyps]
             yield Translation(nbest[0][0], nbest)
         release_freed_memory()
-

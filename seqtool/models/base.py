@@ -7,7 +7,8 @@ through these, never by looking inside it.
                        validation: a per-validation switch such as MemN2N's linear start)
     Seq2SeqModel       translation: teacher-forced `forward(src, src_mask, tgt_in)` and
                        `encode / start / step` with an explicit, reorderable state for search
-    LanguageModel      `forward(inputs, state) -> (features, state)`; state carried between blocks
+    LanguageModel      `forward(inputs, state) -> (features, state)`; state carried between blocks;
+                       `target_log_probs(features, targets)` for scoring given text
     ClassifierModel    one answer per example (bAbI QA): `forward(story, query) -> (logits, extra)`
     SequenceClassifier one label per sequence (task classify): `forward(tokens, mask) -> logits`
     SequenceModel      an output at every step (sequence tasks): `outputs(batch)` and `describe()`
@@ -27,7 +28,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from seqtool.models.losses import output_loss
+from seqtool.models.losses import output_loss, target_log_probs
 
 
 @dataclass
@@ -131,6 +132,11 @@ class LanguageModel(Model):
         features, state = self(batch.inputs, None if batch.first else state)
         loss, nll = output_loss(features, batch.targets, self.out, label_smoothing)
         return LossOut(loss, nll, batch.ntokens, detach(state))
+
+    def target_log_probs(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """log p(y_t | y_<t) of each target (B, T) from forward's features, 0 at PAD (a model with
+        another output than a full softmax over `self.out` overrides it)."""
+        return target_log_probs(features, targets, self.out)
 
 
 def detach(value):

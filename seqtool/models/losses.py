@@ -93,3 +93,20 @@ def output_loss(features: torch.Tensor, targets: torch.Tensor, out: nn.Linear,
         loss, nll = _LinearCrossEntropy.apply(h, out.weight.float(), bias.float(), targets[keep], epsilon, CHUNK,
                                               dtype)
     return loss, nll.detach()
+
+
+def target_log_probs(features: torch.Tensor, targets: torch.Tensor, out: nn.Linear) -> torch.Tensor:
+    """log p_i[y_i] of every target under the full softmax of `out`, shaped as targets, 0 at PAD (in
+    fp32, in chunks of rows as the loss is, so the (N, V) log-probabilities never exist at once)."""
+    keep = targets != PAD
+    h, y = features[keep].float(), targets[keep]
+    result = torch.zeros(targets.shape, device=features.device)
+    chunks = []
+    with torch.autocast(h.device.type, enabled=False):
+        for start in range(0, len(y), CHUNK):
+            logits = out(h[start : start + CHUNK]).float()
+            chosen = logits.gather(1, y[start : start + CHUNK].unsqueeze(1)).squeeze(1)
+            chunks.append(chosen - torch.logsumexp(logits, dim=1))
+    if chunks:
+        result[keep] = torch.cat(chunks)
+    return result

@@ -163,6 +163,14 @@ class GCNN(LanguageModel):
             nll = loss.detach()
         return LossOut(loss, nll, batch.ntokens, detach(state))
 
+    def target_log_probs(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.adaptive is None:
+            return super().target_log_probs(features, targets)
+        keep = targets != PAD
+        result = torch.zeros(targets.shape, device=features.device)
+        result[keep] = self.adaptive(features[keep].float(), targets[keep]).output
+        return result
+
 
 @MODELS.register("gcnn", config=GCNNConfig)
 def build_gcnn(cfg: GCNNConfig, sizes: VocabSizes) -> GCNN:
