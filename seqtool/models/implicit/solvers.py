@@ -54,8 +54,10 @@ class _Best:
             self.solution = Solution(x, fx, iterations, residual)
         return residual
 
-    def result(self, iterations: int) -> Solution:
-        return self.solution._replace(iterations=iterations)
+    def result(self, iterations: int, shape: torch.Size) -> Solution:
+        """The best iterate and its f in the solver's input shape, after `iterations` evaluations."""
+        best = self.solution
+        return Solution(best.z.view(shape), best.fz.view(shape), iterations, best.residual)
 
 
 def anderson(f: Function, z0: torch.Tensor, *, tolerance: float, max_iterations: int, history: int = 5,
@@ -78,8 +80,7 @@ def anderson(f: Function, z0: torch.Tensor, *, tolerance: float, max_iterations:
         alpha = torch.linalg.solve(h, g.new_ones(rows, n, 1))
         alpha = alpha / alpha.sum(1, keepdim=True)
         x = (alpha.transpose(1, 2) @ fs[:, :n]).squeeze(1)
-    solution = best.result(k + 1)
-    return solution._replace(z=solution.z.view(shape), fz=solution.fz.view(shape))
+    return best.result(k + 1, shape)
 
 
 def broyden(f: Function, z0: torch.Tensor, *, tolerance: float, max_iterations: int) -> Solution:
@@ -111,8 +112,7 @@ def broyden(f: Function, z0: torch.Tensor, *, tolerance: float, max_iterations: 
         safe = denominator.abs() > 1e-30
         u = torch.where(safe, (dx - inverse(dg, k - 1)) / torch.where(safe, denominator, 1.0), 0.0)
         us[:, k - 1], vs[:, k - 1] = u, torch.where(safe, v, 0.0)
-    solution = best.result(k)
-    return solution._replace(z=solution.z.view(shape), fz=solution.fz.view(shape))
+    return best.result(k, shape)
 
 
 def solve(name: SolverName, f: Function, z0: torch.Tensor, *, tolerance: float, max_iterations: int,
