@@ -74,7 +74,8 @@ def peak_bytes(model, tokens: torch.Tensor) -> int:
         step(model, tokens)
     model.zero_grad(set_to_none=True)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # deprecated for CUDA snapshots; the CPU timeline has no successor
+        # deprecated in favour of CUDA memory snapshots, which do not cover the CPU
+        warnings.simplefilter("ignore", FutureWarning)
         path = Path(tmp) / "timeline.json"
         prof.export_memory_timeline(str(path), device="cpu")
         _, sizes = json.loads(path.read_text())
