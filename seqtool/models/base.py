@@ -2,9 +2,11 @@
 through these, never by looking inside it.
 
     Model              every model: `loss(batch, label_smoothing, state) -> LossOut` for the trainer,
-                       and two hooks with neutral defaults: `schedule_clock(step)` (where the trainer
-                       reads its learning-rate schedule) and `validated(metrics)` (after each
-                       validation: a per-validation switch such as MemN2N's linear start)
+                       and three hooks with neutral defaults: `schedule_clock(step)` (where the trainer
+                       reads its learning-rate schedule), `validated(metrics)` (after each
+                       validation: a per-validation switch such as MemN2N's linear start) and
+                       `training_report()` (numbers logged with each training log line, such as a
+                       DEQ's solver iterations and residual)
     Seq2SeqModel       translation: teacher-forced `forward(src, src_mask, tgt_in)` and
                        `encode / start / step` with an explicit, reorderable state for search
     LanguageModel      `forward(inputs, state) -> (features, state)`; state carried between blocks;
@@ -86,6 +88,12 @@ class Model(nn.Module, ABC):
 
     def validated(self, metrics: dict[str, float]) -> dict[str, float]:
         """Take the metrics of a validation (rank 0 only); returns values to report with them."""
+        return {}
+
+    def training_report(self) -> dict[str, float]:
+        """Numbers about the latest training step to log beside the training loss (rank 0, at each
+        training log line); none by default. They describe that step, not a window of steps, so a
+        resumed run logs what the uninterrupted one did."""
         return {}
 
 

@@ -45,7 +45,7 @@ from torch import nn
 
 from seqtool.models.base import LanguageModel, Rows, Seq2SeqModel, StepOut, VocabSizes
 from seqtool.models.config import ModelConfig, position_problems
-from seqtool.models.layers import Dropout
+from seqtool.models.layers import Dropout, sinusoids
 from seqtool.registry import MODELS
 from seqtool.specials import PAD
 
@@ -117,13 +117,6 @@ class DecoderState(Rows):
     keys: tuple  # per decoder layer, (N, h, t, d_k) self-attention keys of the t tokens so far
     values: tuple  # per decoder layer, (N, h, t, d_k)
     position: torch.Tensor  # (N,) position of the next target token
-
-
-def sinusoids(positions: torch.Tensor, dim: int) -> torch.Tensor:
-    """P(pos, 2i) = sin(pos / 10000^(2i/d)), P(pos, 2i+1) = cos(...): (...) positions -> (..., dim)."""
-    freq = torch.exp(torch.arange(0, dim, 2, device=positions.device) * (-math.log(10000.0) / dim))
-    angle = positions.unsqueeze(-1).float() * freq
-    return torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(-2)
 
 
 def _linear(in_dim: int, out_dim: int) -> nn.Linear:
