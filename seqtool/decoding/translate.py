@@ -63,7 +63,8 @@ def decode_batches(lengths: np.ndarray, batch_tokens: int, batch_sentences: int 
 
 def translate_ids(model, sources: list[np.ndarray], settings: DecodeSpec, *, batch_tokens: int,
                   batch_sentences: int | None = None, device: torch.device,
-                  generator: torch.Generator | None = None, constraints: Phrases | None = None) -> list[list[Hypothesis]]:
+                  generator: torch.Generator | None = None,
+                  constraints: Phrases | None = None) -> list[list[Hypothesis]]:
     """Hypotheses for already-encoded sources (and the target-token phrases each must contain), in input order."""
     results: list[list[Hypothesis] | None] = [None] * len(sources)
     lengths = np.fromiter((len(s) for s in sources), dtype=np.int64, count=len(sources))
