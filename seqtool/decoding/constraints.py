@@ -24,7 +24,7 @@ that progress reorders with the beam as any other row state does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -38,6 +38,8 @@ class Constraints(Rows):
 
     tokens: torch.Tensor  # (N, C) constraint token ids, PAD past the sentence's last
     phrase: torch.Tensor  # (N, C) which phrase each slot belongs to, -1 past the last
+    starts: torch.Tensor  # (N, C) bool, the slot begins a phrase
+    goes_on: torch.Tensor  # (N, C) bool, the slot's phrase goes on after it
     met: torch.Tensor  # (N, C) bool, slots met so far
     inside: torch.Tensor  # (N,) slot of the last token met of a phrase not yet complete; -1 when none
 
@@ -52,7 +54,11 @@ class Constraints(Rows):
             if flat:
                 phrase[row, : len(flat)] = torch.tensor([number for number, _ in flat])
                 tokens[row, : len(flat)] = torch.tensor([token for _, token in flat])
-        return cls(tokens.to(device), phrase.to(device), torch.zeros_like(tokens, dtype=torch.bool, device=device),
+        edge = torch.full((len(phrases), 1), -1, dtype=torch.long)
+        starts = (phrase >= 0) & (phrase != torch.cat([edge, phrase[:, :-1]], 1))
+        goes_on = (phrase >= 0) & (phrase == torch.cat([phrase[:, 1:], edge], 1))
+        return cls(*(t.to(device) for t in (tokens, phrase, starts, goes_on)),
+                   torch.zeros_like(tokens, dtype=torch.bool, device=device),
                    torch.full((len(phrases),), -1, dtype=torch.long, device=device))
 
     def total(self) -> torch.Tensor:
@@ -63,16 +69,6 @@ class Constraints(Rows):
         """(N,) constraint tokens still to meet."""
         return self.total() - self.met.sum(1)
 
-    def _starts(self) -> torch.Tensor:
-        """(N, C) slots that begin a phrase."""
-        before = torch.cat([self.phrase.new_full((self.phrase.size(0), 1), -1), self.phrase[:, :-1]], 1)
-        return (self.phrase >= 0) & (self.phrase != before)
-
-    def _continues(self, slot: torch.Tensor) -> torch.Tensor:
-        """(N,) whether each row's phrase at `slot` (N,) goes on after it."""
-        after = torch.cat([self.phrase[:, 1:], self.phrase.new_full((self.phrase.size(0), 1), -1)], 1)
-        return (self.phrase.gather(1, slot[:, None]) == after.gather(1, slot[:, None]))[:, 0]
-
     def _next_slot(self) -> torch.Tensor:
         return (self.inside + 1).clamp(max=self.tokens.size(1) - 1)
 
@@ -81,7 +77,7 @@ class Constraints(Rows):
         else the first token of every unmet phrase."""
         slots = torch.arange(self.tokens.size(1), device=self.tokens.device)
         inside = (self.inside >= 0)[:, None]
-        return torch.where(inside, slots == self._next_slot()[:, None], self._starts() & ~self.met)
+        return torch.where(inside, slots == self._next_slot()[:, None], self.starts & ~self.met)
 
     def advance(self, word: torch.Tensor) -> Constraints:
         """The progress after each row emits `word` (N,)."""
@@ -92,19 +88,20 @@ class Constraints(Rows):
         current = self.phrase.gather(1, self.inside.clamp(min=0)[:, None])
         broken = (inside & ~hit)[:, None] & (self.phrase == current)
         met = (self.met & ~broken) | (hit[:, None] & (slots == following[:, None]))
-        begins = (~hit)[:, None] & self._starts() & ~met & (self.tokens == word[:, None])
+        begins = (~hit)[:, None] & self.starts & ~met & (self.tokens == word[:, None])
         first = begins & (begins.cumsum(1) == 1)  # a word that begins several unmet phrases takes the first
         met = met | first
         slot = torch.where(hit, following, first.int().argmax(1))
-        moved = hit | first.any(1)
-        return Constraints(self.tokens, self.phrase, met, torch.where(moved & self._continues(slot), slot, -1))
+        goes_on = (hit | first.any(1)) & self.goes_on.gather(1, slot[:, None])[:, 0]
+        return replace(self, met=met, inside=torch.where(goes_on, slot, -1))
 
 
 def allocate(scores: torch.Tensor, parents: torch.Tensor, tokens: torch.Tensor, row_scores: torch.Tensor,
              log_probs: torch.Tensor, finish: torch.Tensor, constraints: Constraints,
              K: int) -> tuple[torch.Tensor, ...]:
     """DBA's K picks per sentence: (n, K) scores (-inf where a sentence has fewer candidates), parents
-    (rows) and tokens (PAD where empty), and (n, K) whether each row's EOS finishes a hypothesis.
+    (rows) and tokens (PAD where empty), their progress (n * K rows), and (n, K) whether each row's EOS
+    finishes a hypothesis.
     Inputs: the beam's best (n, M) non-EOS candidates (scores, parents, tokens), the rows' (N,)
     cumulative scores, (N, V) next-token log-probabilities without EOS, and (N,) the scores of ending
     each row (-inf where not allowed).
@@ -135,8 +132,9 @@ def allocate(scores: torch.Tensor, parents: torch.Tensor, tokens: torch.Tensor, 
     pick = torch.where(chosen, position, position + scores.size(1)).topk(K, dim=1, largest=False).indices
     kept = chosen.gather(1, pick)
     ending = _finishing(finish.view(n, K), constraints.met.sum(1).view(n, K), scores, bank, K)
+    flat = (pick + torch.arange(n, device=pick.device)[:, None] * scores.size(1)).view(-1)
     return (scores.gather(1, pick).masked_fill(~kept, float("-inf")), parents.gather(1, pick),
-            tokens.gather(1, pick).masked_fill(~kept, PAD), ending)
+            tokens.gather(1, pick).masked_fill(~kept, PAD), progress.reorder(flat), ending)
 
 
 def _finishing(finish: torch.Tensor, finish_bank: torch.Tensor, scores: torch.Tensor, bank: torch.Tensor,
@@ -166,15 +164,18 @@ def _unique(scores, parents, tokens, vocab: int):
 
 def _bank_sizes(counts: torch.Tensor, top: torch.Tensor, K: int) -> torch.Tensor:
     """(n, banks) slots per bank: K split evenly over banks 0..top (remainder to `top`), then, from
-    the top bank down, the slots a bank has no candidates for pass to the bank below (bank 0's to top)."""
+    the top bank down, the slots a bank has no candidates for pass to the bank below (bank 0's to top).
+
+    Passing down is Lindley's recursion, carry_b = max(0, carry_{b+1} + share_b - counts_b) from
+    carry above the top = 0, whose solution is carry_b = P_b - min_{m >= b} P_m for the suffix sums
+    P_b = sum_{j >= b} (share_j - counts_j), P above the top = 0: a few tensor ops, no loop over banks."""
     n, banks = counts.shape
     sentence = torch.arange(n, device=counts.device)
     share = K // (top + 1)
     sizes = torch.where(torch.arange(banks, device=counts.device) <= top[:, None], share[:, None], 0)
     sizes[sentence, top] += K - share * (top + 1)
-    for bank in reversed(range(banks)):
-        spare = (sizes[:, bank] - counts[:, bank]).clamp(min=0)
-        sizes[:, bank] -= spare
-        below = top if bank == 0 else torch.full_like(top, bank - 1)
-        sizes[sentence, below] += spare
+    suffix = torch.cat([(sizes - counts).flip(1).cumsum(1).flip(1), counts.new_zeros(n, 1)], 1)
+    carry = suffix - suffix.flip(1).cummin(1).values.flip(1)  # (n, banks + 1), carry passed below each bank
+    sizes = sizes + carry[:, 1:] - carry[:, :-1]
+    sizes[sentence, top] += carry[:, 0]
     return sizes

@@ -235,6 +235,7 @@ class Candidates:
     scores: torch.Tensor  # (n, 2K) cumulative log-probabilities, best first
     parents: torch.Tensor  # (n, 2K) row each candidate extends
     tokens: torch.Tensor  # (n, 2K)
+    progress: Constraints | None = None  # under constraints: the constraint progress of the K that go on
 
 
 def _candidates(scores: torch.Tensor, log_probs: torch.Tensor, K: int, prune_margin: float | None) -> Candidates:
@@ -263,11 +264,11 @@ def _allocated(live: Live, log_probs: torch.Tensor, K: int, prune_margin: float 
     going_on = log_probs.clone()
     going_on[:, EOS] = float("-inf")
     top = _candidates(live.scores, going_on, K, prune_margin)
-    scores, parents, tokens, ending = allocate(top.scores, top.parents, top.tokens, live.scores, going_on, finish,
-                                               live.constraints, K)
+    scores, parents, tokens, progress, ending = allocate(top.scores, top.parents, top.tokens, live.scores, going_on,
+                                                         finish, live.constraints, K)
     rows = torch.arange(n * K, device=log_probs.device).view(n, K)
     return Candidates(torch.cat([finish.view(n, K).masked_fill(~ending, float("-inf")), scores], 1),
-                      torch.cat([rows, parents], 1), torch.cat([torch.full_like(rows, EOS), tokens], 1))
+                      torch.cat([rows, parents], 1), torch.cat([torch.full_like(rows, EOS), tokens], 1), progress)
 
 
 def _finalize(finished: _Finished, live: Live, cand: Candidates, step: int, settings: DecodeSpec) -> _Finished:
@@ -298,8 +299,8 @@ def _advance(live: Live, state: Rows, cand: Candidates, step: int, K: int) -> tu
     moved = live.reorder(parents)
     moved.tokens[:, step + 1] = cand.tokens.gather(1, pick).view(-1)
     moved.scores = cand.scores.gather(1, pick).view(-1)
-    if moved.constraints is not None:
-        moved.constraints = moved.constraints.advance(moved.tokens[:, step + 1])
+    if cand.progress is not None:  # the K that go on are the last K candidates, in order
+        moved.constraints = cand.progress
     return moved, state.reorder(parents)
 
 
