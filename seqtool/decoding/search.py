@@ -199,7 +199,7 @@ class _Finished(Rows):
         K = self.scores.size(1)
         scores = torch.cat([self.scores, other.scores], 1)
         order = scores.sort(dim=1, descending=True, stable=True).indices
-        unmet = torch.cat([self.unmet, other.unmet], 1).masked_fill(scores == float("-inf"), scores.size(1) ** 2)
+        unmet = torch.cat([self.unmet, other.unmet], 1).masked_fill(scores == float("-inf"), 1 << 30)  # empty last
         order = order.gather(1, unmet.gather(1, order).sort(dim=1, stable=True).indices)[:, :K]
         return _Finished(*(_pick(getattr(self, f.name), getattr(other, f.name), order) for f in fields(self)))
 
