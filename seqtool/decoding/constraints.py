@@ -1,14 +1,17 @@
 """Lexically constrained decoding with dynamic beam allocation (DBA; Post and Vilar, "Fast Lexical
 Constrained Decoding with Dynamic Beam Allocation for Neural Machine Translation", NAACL 2018).
 
-Each sentence has phrases (token sequences) its output must contain. A hypothesis's progress is the
-set of constraint tokens it has met; a phrase is met token by token, in order, and a token that breaks
-a phrase half-way undoes the phrase's tokens met so far (the hypothesis may begin it again). Every step,
-per sentence (sec. 3):
-  1. candidates: the beam's best 2K extensions, for every row each token that would advance its
-     constraints (the next token of the phrase it is inside, else the first token of each unmet
-     phrase), and every row's single best token; duplicates removed;
-  2. banks: candidates are grouped by the number of constraint tokens they have met, 0..C;
+Each sentence has phrases (token sequences) its output must contain; a phrase asked for r times must
+occur r times. Every phrase is matched on its own, as a substring of the output, so phrases may
+overlap or share words ("hundred eighty" and "eighty four" are both in "hundred eighty four"): per
+phrase, the set of its prefixes that end the output so far is kept (Shift-And string matching, one
+bit per constraint token), and a phrase is met each time its last token completes a match. A
+hypothesis's progress is the number of constraint tokens it has met: r x |p| for a phrase met r
+times, else its longest current partial match plus the occurrences so far. Every step, per sentence (sec. 3):
+  1. candidates: the beam's best 2K extensions, for every row each token that would advance an unmet
+     phrase (its first token, or the next token after a partial match), and every row's single best
+     token; duplicates removed;
+  2. banks: candidates are grouped by their progress after the token, 0..C;
   3. allocation: the K slots are split evenly over the C + 1 banks, the remainder to bank C; moving
      from bank C down, slots a bank cannot fill pass to the bank below (those of bank 0 wrap to bank
      C), and each bank keeps its best candidates by score.
@@ -17,13 +20,14 @@ which grows by C for a constrained sentence; a row's EOS finishes a hypothesis w
 K best candidates of its bank, so that with no constraints (one bank) this is plain beam search. A
 finished hypothesis that meets every constraint outranks any that does not.
 
-All of it is tensor work over every row of every sentence at once: a sentence's phrases are one flat
-row of token ids (`tokens`, `phrase` numbering the phrase of each slot), copied onto its K rows so
-that progress reorders with the beam as any other row state does.
+All of it is tensor work over every row of every sentence at once: a sentence's distinct phrases are
+one flat row of token slots, copied onto its K rows so that progress reorders with the beam as any
+other row state does.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
 
 import torch
@@ -34,66 +38,68 @@ from seqtool.specials import PAD
 
 @dataclass
 class Constraints(Rows):
-    """Per row: its sentence's constraint tokens (flat, phrase after phrase) and its progress."""
+    """Per row: its sentence's distinct phrases as flat token slots, and the row's matches."""
 
-    tokens: torch.Tensor  # (N, C) constraint token ids, PAD past the sentence's last
-    phrase: torch.Tensor  # (N, C) which phrase each slot belongs to, -1 past the last
-    starts: torch.Tensor  # (N, C) bool, the slot begins a phrase
-    goes_on: torch.Tensor  # (N, C) bool, the slot's phrase goes on after it
-    met: torch.Tensor  # (N, C) bool, slots met so far
-    inside: torch.Tensor  # (N,) slot of the last token met of a phrase not yet complete; -1 when none
+    tokens: torch.Tensor  # (N, C) constraint token ids, PAD past the sentence's last slot
+    offset: torch.Tensor  # (N, C) position of each slot in its phrase (0: the first token); -1 past the last
+    end: torch.Tensor  # (N, C) index of the last slot of each slot's phrase
+    need: torch.Tensor  # (N, C) how many times each slot's phrase must occur (0 past the last slot)
+    length: torch.Tensor  # (N, C) length of each slot's phrase
+    active: torch.Tensor  # (N, C) bool: the output ends with the slot's phrase up to the slot (not the last)
+    found: torch.Tensor  # (N, C) occurrences of each phrase so far, kept at its last slot
 
     @classmethod
     def build(cls, phrases: list[list[list[int]]], device: torch.device | str = "cpu") -> Constraints:
         """One row per sentence from its phrases (lists of token ids; empty phrases are ignored)."""
-        width = max([1] + [sum(len(p) for p in sentence) for sentence in phrases])
+        counted = [Counter(tuple(p) for p in sentence if p) for sentence in phrases]
+        width = max([1] + [sum(len(p) for p in c) for c in counted])
         tokens = torch.full((len(phrases), width), PAD, dtype=torch.long)
-        phrase = torch.full((len(phrases), width), -1, dtype=torch.long)
-        for row, sentence in enumerate(phrases):
-            flat = [(number, token) for number, p in enumerate(q for q in sentence if q) for token in p]
-            if flat:
-                phrase[row, : len(flat)] = torch.tensor([number for number, _ in flat])
-                tokens[row, : len(flat)] = torch.tensor([token for _, token in flat])
-        edge = torch.full((len(phrases), 1), -1, dtype=torch.long)
-        starts = (phrase >= 0) & (phrase != torch.cat([edge, phrase[:, :-1]], 1))
-        goes_on = (phrase >= 0) & (phrase == torch.cat([phrase[:, 1:], edge], 1))
-        return cls(*(t.to(device) for t in (tokens, phrase, starts, goes_on)),
-                   torch.zeros_like(tokens, dtype=torch.bool, device=device),
-                   torch.full((len(phrases),), -1, dtype=torch.long, device=device))
+        offset = torch.full((len(phrases), width), -1, dtype=torch.long)
+        end, need, length = (torch.zeros(len(phrases), width, dtype=torch.long) for _ in range(3))
+        for row, sentence in enumerate(counted):
+            slot = 0
+            for phrase, times in sentence.items():
+                span = slice(slot, slot + len(phrase))
+                tokens[row, span] = torch.tensor(phrase)
+                offset[row, span] = torch.arange(len(phrase))
+                end[row, span], need[row, span], length[row, span] = slot + len(phrase) - 1, times, len(phrase)
+                slot += len(phrase)
+        return cls(*(t.to(device) for t in (tokens, offset, end, need, length)),
+                   torch.zeros(len(phrases), width, dtype=torch.bool, device=device),
+                   torch.zeros(len(phrases), width, dtype=torch.long, device=device))
+
+    def _last(self) -> torch.Tensor:
+        return (self.offset >= 0) & (self.end == torch.arange(self.end.size(1), device=self.end.device))
 
     def total(self) -> torch.Tensor:
-        """(N,) constraint tokens of each row's sentence."""
-        return (self.phrase >= 0).sum(1)
+        """(N,) constraint tokens of each row's sentence (a phrase's tokens once per time it is asked for)."""
+        return (self._last() * self.need * self.length).sum(1)
+
+    def progress(self) -> torch.Tensor:
+        """(N,) constraint tokens met: r x |p| for a phrase met r times, else its longest partial match
+        plus |p| per occurrence so far."""
+        partial = torch.zeros_like(self.found).scatter_reduce(1, self.end, self.active * (self.offset + 1), "amax")
+        met = torch.minimum(self.found, self.need)
+        return (self._last() * (met * self.length + (met < self.need) * partial)).sum(1)
 
     def unmet(self) -> torch.Tensor:
         """(N,) constraint tokens still to meet."""
-        return self.total() - self.met.sum(1)
+        return self.total() - self.progress()
 
-    def _next_slot(self) -> torch.Tensor:
-        return (self.inside + 1).clamp(max=self.tokens.size(1) - 1)
+    def _extends(self) -> torch.Tensor:
+        """(N, C) slots that would extend a match: a phrase's first, or the one after an active slot."""
+        before = torch.cat([torch.zeros_like(self.active[:, :1]), self.active[:, :-1]], 1)
+        return (self.offset == 0) | (before & (self.offset > 0))
 
     def allowed(self) -> torch.Tensor:
-        """(N, C) slots whose token would advance the row: the next token of the phrase it is inside,
-        else the first token of every unmet phrase."""
-        slots = torch.arange(self.tokens.size(1), device=self.tokens.device)
-        inside = (self.inside >= 0)[:, None]
-        return torch.where(inside, slots == self._next_slot()[:, None], self.starts & ~self.met)
+        """(N, C) slots whose token would advance the row: those that extend a match of an unmet phrase."""
+        return self._extends() & (self.found.gather(1, self.end) < self.need)
 
     def advance(self, word: torch.Tensor) -> Constraints:
-        """The progress after each row emits `word` (N,)."""
-        slots = torch.arange(self.tokens.size(1), device=self.tokens.device)
-        inside = self.inside >= 0
-        following = self._next_slot()
-        hit = inside & (self.tokens.gather(1, following[:, None])[:, 0] == word)
-        current = self.phrase.gather(1, self.inside.clamp(min=0)[:, None])
-        broken = (inside & ~hit)[:, None] & (self.phrase == current)
-        met = (self.met & ~broken) | (hit[:, None] & (slots == following[:, None]))
-        begins = (~hit)[:, None] & self.starts & ~met & (self.tokens == word[:, None])
-        first = begins & (begins.cumsum(1) == 1)  # a word that begins several unmet phrases takes the first
-        met = met | first
-        slot = torch.where(hit, following, first.int().argmax(1))
-        goes_on = (hit | first.any(1)) & self.goes_on.gather(1, slot[:, None])[:, 0]
-        return replace(self, met=met, inside=torch.where(goes_on, slot, -1))
+        """The matches after each row emits `word` (N,)."""
+        match = self._extends() & (self.tokens == word[:, None])
+        last = self._last()
+        return replace(self, active=match & ~last, found=self.found + (match & last))
 
 
 def allocate(scores: torch.Tensor, parents: torch.Tensor, tokens: torch.Tensor, row_scores: torch.Tensor,
@@ -120,7 +126,7 @@ def allocate(scores: torch.Tensor, parents: torch.Tensor, tokens: torch.Tensor, 
     tokens = torch.cat([tokens, constraints.tokens.reshape(n, -1), best_token.view(n, K)], 1)
     scores, parents, tokens = _unique(scores, parents, tokens, log_probs.size(1))
     progress = constraints.reorder(parents.reshape(-1)).advance(tokens.reshape(-1))
-    bank = progress.met.sum(1).view(n, -1)  # (2)
+    bank = progress.progress().view(n, -1)  # (2)
     real = scores > float("-inf")
     top = constraints.total().view(n, K)[:, 0]
     banks = int(top.max()) + 1
@@ -131,7 +137,7 @@ def allocate(scores: torch.Tensor, parents: torch.Tensor, tokens: torch.Tensor, 
     position = torch.arange(scores.size(1), device=scores.device)
     pick = torch.where(chosen, position, position + scores.size(1)).topk(K, dim=1, largest=False).indices
     kept = chosen.gather(1, pick)
-    ending = _finishing(finish.view(n, K), constraints.met.sum(1).view(n, K), scores, bank, K)
+    ending = _finishing(finish.view(n, K), constraints.progress().view(n, K), scores, bank, K)
     flat = (pick + torch.arange(n, device=pick.device)[:, None] * scores.size(1)).view(-1)
     return (scores.gather(1, pick).masked_fill(~kept, float("-inf")), parents.gather(1, pick),
             tokens.gather(1, pick).masked_fill(~kept, PAD), progress.reorder(flat), ending)

@@ -23,26 +23,35 @@ def _contains(body: tuple, phrase: list[int]) -> bool:
     return any(list(body[i : i + len(phrase)]) == phrase for i in range(len(body) - len(phrase) + 1))
 
 
-def test_progress_meets_phrases_in_order_and_a_broken_phrase_starts_over():
-    state = Constraints.build([[[4, 5], [6]]])
-    seen = []
-    for word in (4, 4, 5, 6):
+def _walk(phrases: list[list[int]], words: list[int]) -> list[tuple[int, list[bool]]]:
+    """(progress, allowed slots) after each word."""
+    state, seen = Constraints.build([phrases]), []
+    for word in words:
         state = state.advance(torch.tensor([word]))
-        seen.append((state.met[0].tolist(), int(state.inside[0]), state.allowed()[0].tolist()))
-    assert seen == [
-        ([True, False, False], 0, [False, True, False]),  # inside "4 5": only 5 advances
-        ([True, False, False], 0, [False, True, False]),  # 4 broke the phrase and began it again
-        ([True, True, False], -1, [False, False, True]),  # "4 5" met; the unmet phrase "6" may begin
-        ([True, True, True], -1, [False, False, False]),
+        seen.append((int(state.progress()[0]), state.allowed()[0].tolist()))
+    return seen
+
+
+def test_phrases_are_matched_as_substrings_even_when_they_overlap():
+    # "4 5" and "5 6" share the 5 of "4 5 6"; slots: 4 5 | 5 6
+    assert _walk([[4, 5], [5, 6]], [4, 5, 6]) == [
+        (1, [True, True, True, False]),  # "4" begins "4 5": its 5 (or a new 4, or "5 6"'s 5) advances
+        (3, [False, False, True, True]),  # "4 5" met; the same 5 began "5 6"
+        (4, [False, False, False, False]),
     ]
-    assert state.unmet().tolist() == [0]
+    # a prefix that repeats: "4 4 5" is found in "4 4 4 5"
+    assert [p for p, _ in _walk([[4, 4, 5]], [4, 4, 4, 5])] == [1, 2, 2, 3]
+    # a broken phrase keeps no progress; a word may begin it again
+    assert [p for p, _ in _walk([[4, 5], [6]], [4, 6, 4, 5])] == [1, 1, 2, 3]
 
 
-def test_a_repeated_constraint_must_appear_twice():
-    state = Constraints.build([[[5], [5]]])
+def test_a_phrase_asked_for_twice_must_occur_twice():
+    state = Constraints.build([[[5], [5, 6], [5]]])
+    assert state.total().tolist() == [4]
     state = state.advance(torch.tensor([5]))
-    assert state.unmet().tolist() == [1]
-    assert state.advance(torch.tensor([5])).unmet().tolist() == [0]
+    assert state.unmet().tolist() == [2]  # one "5" of two, and "5 6" begun
+    state = state.advance(torch.tensor([6])).advance(torch.tensor([5]))
+    assert state.unmet().tolist() == [0]
 
 
 def test_bank_sizes_split_the_beam_and_pass_empty_slots_down():
