@@ -45,8 +45,11 @@ class Constraints(Rows):
     end: torch.Tensor  # (N, C) index of the last slot of each slot's phrase
     need: torch.Tensor  # (N, C) how many times each slot's phrase must occur (0 past the last slot)
     length: torch.Tensor  # (N, C) length of each slot's phrase
+    last: torch.Tensor  # (N, C) bool: the slot ends its phrase
+    size: torch.Tensor  # (N,) constraint tokens of the sentence (a phrase's once per time it is asked for)
     active: torch.Tensor  # (N, C) bool: the output ends with the slot's phrase up to the slot (not the last)
     found: torch.Tensor  # (N, C) occurrences of each phrase so far, kept at its last slot
+    met: torch.Tensor  # (N,) constraint tokens met (see progress)
 
     @classmethod
     def build(cls, phrases: list[list[list[int]]], device: torch.device | str = "cpu") -> Constraints:
@@ -64,27 +67,24 @@ class Constraints(Rows):
                 offset[row, span] = torch.arange(len(phrase))
                 end[row, span], need[row, span], length[row, span] = slot + len(phrase) - 1, times, len(phrase)
                 slot += len(phrase)
-        return cls(*(t.to(device) for t in (tokens, offset, end, need, length)),
+        last = (offset >= 0) & (end == torch.arange(width))
+        return cls(*(t.to(device) for t in (tokens, offset, end, need, length, last, (last * need * length).sum(1))),
                    torch.zeros(len(phrases), width, dtype=torch.bool, device=device),
-                   torch.zeros(len(phrases), width, dtype=torch.long, device=device))
-
-    def _last(self) -> torch.Tensor:
-        return (self.offset >= 0) & (self.end == torch.arange(self.end.size(1), device=self.end.device))
+                   torch.zeros(len(phrases), width, dtype=torch.long, device=device),
+                   torch.zeros(len(phrases), dtype=torch.long, device=device))
 
     def total(self) -> torch.Tensor:
         """(N,) constraint tokens of each row's sentence (a phrase's tokens once per time it is asked for)."""
-        return (self._last() * self.need * self.length).sum(1)
+        return self.size
 
     def progress(self) -> torch.Tensor:
         """(N,) constraint tokens met: r x |p| for a phrase met r times, else its longest partial match
         plus |p| per occurrence so far."""
-        partial = torch.zeros_like(self.found).scatter_reduce(1, self.end, self.active * (self.offset + 1), "amax")
-        met = torch.minimum(self.found, self.need)
-        return (self._last() * (met * self.length + (met < self.need) * partial)).sum(1)
+        return self.met
 
     def unmet(self) -> torch.Tensor:
         """(N,) constraint tokens still to meet."""
-        return self.total() - self.progress()
+        return self.size - self.met
 
     def _extends(self) -> torch.Tensor:
         """(N, C) slots that would extend a match: a phrase's first, or the one after an active slot."""
@@ -98,8 +98,11 @@ class Constraints(Rows):
     def advance(self, word: torch.Tensor) -> Constraints:
         """The matches after each row emits `word` (N,)."""
         match = self._extends() & (self.tokens == word[:, None])
-        last = self._last()
-        return replace(self, active=match & ~last, found=self.found + (match & last))
+        active, found = match & ~self.last, self.found + (match & self.last)
+        partial = torch.zeros_like(found).scatter_reduce(1, self.end, active * (self.offset + 1), "amax")
+        met = torch.minimum(found, self.need)
+        return replace(self, active=active, found=found,
+                       met=(self.last * (met * self.length + (met < self.need) * partial)).sum(1))
 
 
 def allocate(scores: torch.Tensor, parents: torch.Tensor, tokens: torch.Tensor, row_scores: torch.Tensor,
