@@ -49,7 +49,8 @@ class Constraints(Rows):
     size: torch.Tensor  # (N,) constraint tokens of the sentence (a phrase's once per time it is asked for)
     active: torch.Tensor  # (N, C) bool: the output ends with the slot's phrase up to the slot (not the last)
     found: torch.Tensor  # (N, C) occurrences of each phrase so far, kept at its last slot
-    met: torch.Tensor  # (N,) constraint tokens met (see progress)
+    met: torch.Tensor  # (N,) progress: constraint tokens met (r x |p| for a phrase met r times, else |p| per
+    # occurrence so far plus its longest partial match)
 
     @classmethod
     def build(cls, phrases: list[list[list[int]]], device: torch.device | str = "cpu") -> Constraints:
@@ -73,15 +74,6 @@ class Constraints(Rows):
                    torch.zeros(len(phrases), width, dtype=torch.long, device=device),
                    torch.zeros(len(phrases), dtype=torch.long, device=device))
 
-    def total(self) -> torch.Tensor:
-        """(N,) constraint tokens of each row's sentence (a phrase's tokens once per time it is asked for)."""
-        return self.size
-
-    def progress(self) -> torch.Tensor:
-        """(N,) constraint tokens met: r x |p| for a phrase met r times, else its longest partial match
-        plus |p| per occurrence so far."""
-        return self.met
-
     def unmet(self) -> torch.Tensor:
         """(N,) constraint tokens still to meet."""
         return self.size - self.met
@@ -100,9 +92,9 @@ class Constraints(Rows):
         match = self._extends() & (self.tokens == word[:, None])
         active, found = match & ~self.last, self.found + (match & self.last)
         partial = torch.zeros_like(found).scatter_reduce(1, self.end, active * (self.offset + 1), "amax")
-        met = torch.minimum(found, self.need)
+        counted = torch.minimum(found, self.need)
         return replace(self, active=active, found=found,
-                       met=(self.last * (met * self.length + (met < self.need) * partial)).sum(1))
+                       met=(self.last * (counted * self.length + (counted < self.need) * partial)).sum(1))
 
 
 def allocate(scores: torch.Tensor, parents: torch.Tensor, tokens: torch.Tensor, row_scores: torch.Tensor,
@@ -129,9 +121,9 @@ def allocate(scores: torch.Tensor, parents: torch.Tensor, tokens: torch.Tensor, 
     tokens = torch.cat([tokens, constraints.tokens.reshape(n, -1), best_token.view(n, K)], 1)
     scores, parents, tokens = _unique(scores, parents, tokens, log_probs.size(1))
     progress = constraints.reorder(parents.reshape(-1)).advance(tokens.reshape(-1))
-    bank = progress.progress().view(n, -1)  # (2)
+    bank = progress.met.view(n, -1)  # (2)
     real = scores > float("-inf")
-    top = constraints.total().view(n, K)[:, 0]
+    top = constraints.size.view(n, K)[:, 0]
     banks = int(top.max()) + 1
     in_bank = torch.nn.functional.one_hot(bank, banks) * real[..., None]  # (n, M, banks)
     sizes = _bank_sizes(in_bank.sum(1), top, K)  # (3)
@@ -140,7 +132,7 @@ def allocate(scores: torch.Tensor, parents: torch.Tensor, tokens: torch.Tensor, 
     position = torch.arange(scores.size(1), device=scores.device)
     pick = torch.where(chosen, position, position + scores.size(1)).topk(K, dim=1, largest=False).indices
     kept = chosen.gather(1, pick)
-    ending = _finishing(finish.view(n, K), constraints.progress().view(n, K), scores, bank, K)
+    ending = _finishing(finish.view(n, K), constraints.met.view(n, K), scores, bank, K)
     flat = (pick + torch.arange(n, device=pick.device)[:, None] * scores.size(1)).view(-1)
     return (scores.gather(1, pick).masked_fill(~kept, float("-inf")), parents.gather(1, pick),
             tokens.gather(1, pick).masked_fill(~kept, PAD), progress.reorder(flat), ending)

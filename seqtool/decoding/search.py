@@ -99,7 +99,7 @@ def _start(model, src, src_mask, settings, rows_per_sentence: int, constraints: 
     first[:, 1:] = float("-inf")  # K copies of one empty prefix: only one may expand at step 0
     attn = src.new_zeros(rows.numel(), src.size(1), dtype=torch.float32) if settings.beta else None
     phrases = Constraints.build(constraints, src.device) if constraints is not None else None
-    limits = output_limits(src_mask, settings, 0 if phrases is None else phrases.total())
+    limits = output_limits(src_mask, settings, 0 if phrases is None else phrases.size)
     tokens = src.new_full((rows.numel(), int(limits.max()) + 1), PAD)
     tokens[:, 0] = BOS
     steps = (src.new_zeros(rows.numel(), tokens.size(1) - 1, src.size(1), dtype=torch.float32)

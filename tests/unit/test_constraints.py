@@ -28,7 +28,7 @@ def _walk(phrases: list[list[int]], words: list[int]) -> list[tuple[int, list[bo
     state, seen = Constraints.build([phrases]), []
     for word in words:
         state = state.advance(torch.tensor([word]))
-        seen.append((int(state.progress()[0]), state.allowed()[0].tolist()))
+        seen.append((int(state.met[0]), state.allowed()[0].tolist()))
     return seen
 
 
@@ -47,7 +47,7 @@ def test_phrases_are_matched_as_substrings_even_when_they_overlap():
 
 def test_a_phrase_asked_for_twice_must_occur_twice():
     state = Constraints.build([[[5], [5, 6], [5]]])
-    assert state.total().tolist() == [4]
+    assert state.size.tolist() == [4]
     state = state.advance(torch.tensor([5]))
     assert state.unmet().tolist() == [2]  # one "5" of two, and "5 6" begun
     state = state.advance(torch.tensor([6])).advance(torch.tensor([5]))
