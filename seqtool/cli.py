@@ -154,7 +154,8 @@ def evaluate(checkpoint: CheckpointOpt, split: Annotated[str, typer.Option(help=
 
 @app.command()
 def translate(
-    checkpoint: CheckpointOpt,
+    checkpoints: Annotated[list[Path], typer.Option("--checkpoint", "-c", help="run directory or checkpoint .pt "
+                                                    "file; repeat for an ensemble")],
     input: Annotated[Path | None, typer.Option("--input", "-i", help="source file (default stdin)")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="output file (default stdout)")] = None,
     beam: BeamOpt = None, alpha: AlphaOpt = None, length_penalty: LengthPenaltyOpt = None, beta: BetaOpt = None,
@@ -166,6 +167,17 @@ def translate(
     temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
     seed: Annotated[int, typer.Option(min=0, max=2**64 - 1, help="sampling seed")] = 1,
     device: DeviceOpt = None,
+    jsonl: Annotated[bool, typer.Option("--jsonl", help='input lines are {"text": ..., "constraints": [...]}: '
+                                        "each constraint phrase appears in the output")] = False,
+    weights: Annotated[str | None, typer.Option(help="ensemble weights, one per -c, comma-separated")] = None,
+    lm: Annotated[Path | None, typer.Option(help="language model run fused into the search (same target "
+                                            "vocabulary)")] = None,
+    lm_weight: Annotated[float, typer.Option(help="weight of the LM's log-probabilities")] = 0.2,
+    alignment: Annotated[bool, typer.Option("--alignment", help="append ' ||| i-j ...' word alignments from "
+                                            "attention")] = False,
+    attention_plot: Annotated[Path | None, typer.Option(help="write one attention heatmap PNG per line here")] = None,
+    attention_layer: Annotated[int | None, typer.Option(help="decoder layer whose attention to use (transformer, "
+                                                        "convs2s; -1 the last)")] = None,
 ) -> None:
     """Translate raw text line by line: one output line per input line (n-best: n lines each)."""
     from seqtool.commands.translate import run_translate
@@ -175,7 +187,20 @@ def translate(
                                   max_len_a=max_len_a, max_len_b=max_len_b, batch_tokens=batch_tokens,
                                   strategy=None if sample is None else ("sample" if sample else "beam"),
                                   temperature=temperature, top_k=top_k, top_p=top_p)
-    run_translate(checkpoint, input, output, overrides, device=device or "auto", seed=seed, warn=_err)
+    if attention_layer is not None:
+        overrides["model"] = {"attention_layer": attention_layer}
+    run_translate(checkpoints, input, output, overrides, device=device or "auto", seed=seed, warn=_err, jsonl=jsonl,
+                  weights=_numbers("--weights", weights), lm=lm, lm_weight=lm_weight, alignment=alignment,
+                  attention_plot=attention_plot)
+
+
+def _numbers(option: str, text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise SeqtoolError(f"{option} {text}: expected comma-separated numbers") from None
 
 
 @app.command()

@@ -229,6 +229,9 @@ class DecodeSpec(Spec):
     temperature: float = Field(1.0, gt=0)
     top_k: int = Field(0, ge=0, description="sampling: keep the k most likely tokens (0 = all)")
     top_p: float = Field(1.0, gt=0, le=1, description="sampling: nucleus mass")
+    alignment: bool = Field(False, description="keep each hypothesis's attention at every step, for word "
+                            "alignments (translate --alignment) and attention plots; costs beam x output length x "
+                            "source length floats per sentence while decoding")
 
     @model_validator(mode="after")
     def _n_best_fits(self) -> DecodeSpec:
