@@ -33,7 +33,7 @@ def test_translate_answers_each_line_before_the_next_is_sent(run_dir, monkeypatc
 
     def translate():
         try:
-            run_translate(run_dir, None, None, {}, device="cpu", seed=1, warn=errors.append)
+            run_translate([run_dir], None, None, {}, device="cpu", seed=1, warn=errors.append)
         except BaseException as err:
             errors.append(err)
         finally:
