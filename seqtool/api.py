@@ -29,7 +29,7 @@ import torch
 from seqtool.commands.recipes import recipe_from_dict
 from seqtool.commands.runs import LoadedRun, count_parameters, load_run, pick_device
 from seqtool.decoding.forced import Forced, force_lines, lm_line_log_probs
-from seqtool.decoding.translate import Translation, translate_lines
+from seqtool.decoding.translate import Source, Translation, translate_lines
 from seqtool.errors import SeqtoolError
 from seqtool.recipe.overrides import merged
 from seqtool.recipe.schema import DecodeSpec
@@ -43,7 +43,7 @@ _log = logging.getLogger("seqtool")
 class DecodeRequest:
     """Lines to translate with validated settings: what the server queues and batches."""
 
-    lines: list[str]
+    lines: list[str | Source]
     settings: DecodeSpec
     tokens: int  # source tokens of the lines with their EOS, for the server's batch budget
 
@@ -83,15 +83,15 @@ class LoadedModel:
 
     def request(self, lines: Iterable[str], *, alignment: bool = False, constraints: list[list[str]] | None = None,
                 **options) -> DecodeRequest:
-        """Validate a translation request without running it (the server does this before queueing)."""
+        """Validate a translation request without running it (the server does this before queueing).
+        `alignment`: each translation carries its word alignment; `constraints`: per line, the phrases
+        its translation must contain (lexically constrained decoding)."""
         self._need("translation", "translate")
-        if alignment:
-            raise SeqtoolError("alignment: not supported yet by seqtool's decode path")
-        if constraints is not None:
-            raise SeqtoolError("constraints: not supported yet by seqtool's decode path")
         lines = _lines(lines, "lines")
         tokens = sum(map(len, self.run.vocabs.src.encode(lines)))
-        return DecodeRequest(lines, self.settings(**options), tokens + len(lines))
+        if alignment:
+            options = {**options, "alignment": True}
+        return DecodeRequest(_sources(lines, constraints), self.settings(**options), tokens + len(lines))
 
     def decode(self, requests: list[DecodeRequest]) -> list[list[Translation]]:
         """Translations of several requests; those with equal settings are decoded together, in one
@@ -138,6 +138,15 @@ class LoadedModel:
     def _need(self, task: str, what: str) -> None:
         if self.task != task:
             raise SeqtoolError(f"{what}: needs a {task} run; {self.run.path} is a {self.task!r} run")
+
+
+def _sources(lines: list[str], constraints: list[list[str]] | None) -> list[str | Source]:
+    """Lines with their lexical constraints (one list of phrases per line), or the lines alone."""
+    if constraints is None:
+        return lines
+    if len(constraints) != len(lines) or not all(isinstance(c, list) for c in constraints):
+        raise SeqtoolError(f"constraints: one list of phrases per sentence ({len(lines)} lists expected)")
+    return [Source(line, _lines(phrases, "constraints")) for line, phrases in zip(lines, constraints)]
 
 
 def _lines(value: Iterable[str], name: str) -> list[str]:

@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from seqtool.api import LoadedModel, Translation
+from seqtool.decoding.alignment import pharaoh
 from seqtool.errors import SeqtoolError, first_line
 from seqtool.serving.batcher import Batcher, QueueFull
 
@@ -154,7 +155,10 @@ async def _disconnect(request: Request) -> None:
 
 
 def _translation_json(t: Translation) -> dict:
-    return {"text": t.text, "score": t.nbest[0][1], "nbest": [{"text": text, "score": s} for text, s in t.nbest]}
+    answer = {"text": t.text, "score": t.nbest[0][1], "nbest": [{"text": text, "score": s} for text, s in t.nbest]}
+    if t.alignment is not None:
+        answer["alignment"] = pharaoh(t.alignment)
+    return answer
 
 
 async def _json_error(request: Request, exc: HTTPException) -> Response:

@@ -55,12 +55,14 @@ def test_forced_score_is_the_score_search_gave(model, options):
 def test_options_are_decode_keys_validated_with_the_recipe(model):
     for options, message in [({"beem": 2}, "did you mean 'decode.beam'"), ({"beam": 0}, "decode.beam"),
                              ({"n_best": 4, "beam": 3}, "n_best (4) cannot exceed beam (3)"),
-                             ({"alignment": True}, "alignment: not supported yet"),
-                             ({"constraints": [["x"]]}, "constraints: not supported yet")]:
+                             ({"constraints": [["x"], ["y"]]}, "constraints: one list of phrases per sentence")]:
         with pytest.raises(SeqtoolError, match=message.replace("(", r"\(").replace(")", r"\)")):
             model.translate(["1 2"], **options)
     with pytest.raises(SeqtoolError, match="a list of strings"):
         model.translate("1 2 3")
+    aligned = model.translate(["1 2"], alignment=True)[0]
+    assert aligned.alignment and all(i < 2 for i, _ in aligned.alignment)
+    assert "hundred" in model.translate(["1 2"], constraints=[["hundred"]])[0].text.split()
     with pytest.raises(SeqtoolError, match="2 sources but 1 targets"):
         model.score(["1", "2"], ["one"])
     with pytest.raises(SeqtoolError, match="needs a lm run"):

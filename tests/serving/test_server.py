@@ -93,6 +93,10 @@ def test_eight_concurrent_clients_get_what_translate_gives(url, model, expected,
             got = [[n["text"], f"{n['score']:.4f}"] for n in translation["nbest"]]
             assert got == expected[line] and translation["text"] == got[0][0]
     assert sum(calls) == 48 and len(calls) < 48  # requests that arrived together were decoded together
+    with httpx.Client(base_url=url, timeout=60) as http:
+        body = {"sentences": ["1 2", "3"], "alignment": True, "constraints": [["hundred"], []]}
+        first, second = http.post("/translate", json=body).json()["translations"]
+    assert "hundred" in first["text"].split() and first["alignment"] and "alignment" in second
 
 
 def test_bad_requests_get_clean_errors_and_the_server_stays_up(url):
@@ -110,8 +114,7 @@ def test_bad_requests_get_clean_errors_and_the_server_stays_up(url):
         (b'{"sentences": ["1"], "beem": 2}', 400, "decode.beem: unknown key; did you mean 'decode.beam'?"),
         (b'{"sentences": ["1"], "beam": 500}', 400, "decode.beam: Input should be less than or equal to 128"),
         (b'{"sentences": ["1"], "batch_tokens": 9}', 400, "batch_tokens: set by the server"),
-        (b'{"sentences": ["1"], "alignment": true}', 400, "alignment: not supported yet"),
-        (b'{"sentences": ["1"], "constraints": [["one"]]}', 400, "constraints: not supported yet"),
+        (b'{"sentences": ["1"], "constraints": [["one"], ["two"]]}', 400, "constraints: one list of phrases"),
         (json.dumps({"sentences": ["1"] * 33}).encode(), 413, "33 sentences; at most 32"),
         (big, 413, f"request body of {len(big)} bytes; at most 65536"),
     ]
