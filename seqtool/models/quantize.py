@@ -78,13 +78,21 @@ def _quantize_input(module: nn.Module, args: tuple) -> tuple:
     return (module.input_quantizer(args[0]), *args[1:])
 
 
+def _weight_names(module: nn.Module) -> list[str]:
+    """Its weights, whether plain parameters or already parametrized (e.g. weight-normed: then the
+    quantizer chains after the norm and quantizes the weight the layer computes with)."""
+    plain = [n for n, _ in module.named_parameters(recurse=False)]
+    derived = list(module.parametrizations) if parametrize.is_parametrized(module) else []
+    return [n for n in plain + derived if n.startswith("weight")]
+
+
 def quantize_model(model: nn.Module, weights: int | None, activations: int | None) -> nn.Module:
     """Fake-quantize (in place) the weights and inputs of every linear, convolution and recurrent layer."""
     for module in list(model.modules()):
         if not isinstance(module, QUANTIZED_LAYERS):
             continue
         if weights is not None:
-            names = [n for n, p in module.named_parameters(recurse=False) if n.startswith("weight") and p.dim() >= 2]
+            names = [n for n in _weight_names(module) if getattr(module, n).dim() >= 2]
             for name in names:
                 parametrize.register_parametrization(module, name, WeightQuantizer(weights))
         if activations is not None:
