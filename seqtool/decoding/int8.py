@@ -1,13 +1,17 @@
 """int8 decoding on a CPU: torch's dynamic quantization of a trained model's linear and recurrent layers.
 
-Weights become int8 once (per tensor, symmetric); each matmul quantizes its input on the fly from the
-batch's range and accumulates in int32 (torch.ao.quantization.quantize_dynamic, fbgemm/x86 or qnnpack
-kernels). Embeddings, convolutions and norms stay fp32: dynamic quantization has no Conv1d, so ConvS2S
-gains only on its linear layers (attention projections, output). A model trained with fake quantization
-(train.quantize) is first folded to its quantized float weights. CUDA has no such kernels: refused.
+Weights become int8 once (per tensor); each matmul quantizes its input on the fly from the batch's range
+and accumulates in int32 (torch.ao.quantization.quantize_dynamic with fbgemm/x86 or qnnpack kernels; torch
+marks this API as moving to torchao, which seqtool does not depend on yet). Dynamic quantization has no
+Conv1d, but seqtool's convolutions (ConvS2S, GCNN) are linear layers over windows, so they become int8
+too once their weight normalization is folded in; embeddings and norms stay fp32. A model trained with
+fake quantization (train.quantize) is folded to its quantized weights first. CUDA has no such kernels:
+refused.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import nn
@@ -24,4 +28,6 @@ def int8_model(model: nn.Module, device: torch.device | str) -> nn.Module:
         raise SeqtoolError(f"decode.precision int8: dynamic quantization runs on a CPU only and this model is on "
                            f"{torch.device(device).type} (use --device cpu, or decode.precision fp32/bf16 there)")
     float_model = fold_quantization(model).eval()
-    return torch.ao.quantization.quantize_dynamic(float_model, INT8_LAYERS, dtype=torch.qint8)
+    with warnings.catch_warnings():  # torch's notices that this API moves to torchao: not the user's concern
+        warnings.filterwarnings("ignore", message=r"(?s).*(torch\.ao\.quantization|quantized tensor creation).*")
+        return torch.ao.quantization.quantize_dynamic(float_model, INT8_LAYERS, dtype=torch.qint8)
