@@ -245,6 +245,21 @@ def serve(
 
 
 @app.command()
+def quantize(
+    checkpoint: CheckpointOpt,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="default RUN/checkpoints/int8.pt")] = None,
+    max_drop: Annotated[float, typer.Option(help="refuse (exit 2) when int8 loses more BLEU than this")] = 0.5,
+    split: Annotated[str, typer.Option(help="the split measured")] = "valid",
+    beam: BeamOpt = None,
+) -> None:
+    """int8 decoding on a CPU: validation BLEU and speed in fp32 and int8, then the int8 model written
+    (decode it with `seqtool translate -c FILE`), unless BLEU drops by more than --max-drop."""
+    from seqtool.commands.quantize import quantize_run
+
+    print(json.dumps(quantize_run(checkpoint, output, max_drop, _decode_overrides(beam=beam), split)))
+
+
+@app.command()
 def average(
     files: Annotated[list[Path] | None, typer.Argument(help="checkpoint files to average")] = None,
     run: Annotated[Path | None, typer.Option("--checkpoint", "-c", help="run directory: average its last N")] = None,

@@ -13,6 +13,7 @@ from seqtool.models.config import SECTION, ModelConfig
 RECIPE_VERSION = 1
 LengthPenalty = Literal["gnmt", "fairseq", "none"]  # the forms seqtool.decoding.penalties computes
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # autocast dtypes, as seqtool.util.precision reads them
+DecodePrecision = Literal["auto", "fp32", "bf16", "fp16", "int8"]  # int8: dynamic quantization on a CPU
 Device = Literal["auto", "cpu", "cuda"]  # no cuda:N: a run's rank picks its GPU (CUDA_VISIBLE_DEVICES narrows them)
 Seed = Annotated[int, Field(ge=0, lt=2**64)]  # what numpy's default_rng and torch.manual_seed both take
 # Upper bounds on sizes that are held in memory at once or multiply into an allocation: far above any
@@ -169,6 +170,17 @@ class EarlyStopSpec(Spec):
     patience: int | None = Field(None, ge=1, description="stop after this many validations without improvement")
 
 
+QuantBits = Literal[1, 2, 4, 8]
+
+
+class QuantizeSpec(Spec):
+    """Quantized training (Hubara et al. 2018): k-bit fake quantization with the straight-through estimator
+    of linear, convolution and recurrent layers (seqtool/models/quantize.py)."""
+    weights: QuantBits | None = Field(None, description="bits of the layers' weights (1 = sign binarization; "
+                                      "null: float)")
+    activations: QuantBits | None = Field(None, description="bits of the layers' inputs (null: float)")
+
+
 class TrainSpec(Spec):
     optimizer: OptimSpec = Field(default_factory=OptimSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
@@ -193,6 +205,8 @@ class TrainSpec(Spec):
     device: Device = Field("auto", description="auto = cuda when available")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch (null: torch's default)")
     compile: bool = Field(False, description="torch.compile the model")
+    quantize: QuantizeSpec | None = Field(
+        None, description="quantized training: {weights: k, activations: k} bits (null: float training)")
     validate_every: int = Field(1000, gt=0, description="validate every N steps (and at the end)")
     max_bad_steps: int = Field(
         5, ge=1, description="stop after this many consecutive steps with a NaN/inf loss (each is skipped)"
@@ -219,8 +233,10 @@ class DecodeSpec(Spec):
     max_len_b: int = Field(10, ge=1)
     max_output: int = Field(1024, gt=0, description="output length limit whatever a and b say (tokens, EOS included)")
     max_src_len: int = Field(256, gt=0, description="translate: longer inputs are truncated (with a warning)")
-    precision: Precision = Field(
-        "auto", description="autocast dtype while decoding (validation, eval, translate); as train.precision")
+    precision: DecodePrecision = Field(
+        "auto", description="autocast dtype while decoding (validation, eval, translate); as train.precision; "
+        "int8: a loaded model's linear and LSTM layers become int8 (dynamic quantization, CPU only; validation "
+        "while training stays float)")
     batch_tokens: int = Field(6000, gt=0, le=MAX_BATCH_TOKENS, description="padded source tokens per decoding batch "
                               f"(at most {MAX_BATCH_TOKENS:,}); lower it or the beam when decoding runs out of memory")
     batch_sentences: int | None = Field(None, gt=0, description="at most this many sentences per decoding batch")
