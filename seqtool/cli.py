@@ -179,6 +179,17 @@ def translate(
 
 
 @app.command()
+def export(checkpoint: CheckpointOpt,
+           output: Annotated[Path, typer.Option("--output", "-o", help="new directory for the exported model")],
+           format: Annotated[str, typer.Option("--format", help="onnx or torchscript")] = "onnx") -> None:
+    """Export a translation run's encoder and decoder step (ONNX or TorchScript) with its tokenizer."""
+    from seqtool.commands.export import export_run
+
+    manifest = export_run(checkpoint, format, output)
+    _err(f"exported {manifest['arch']} as {format} to {output}")
+
+
+@app.command()
 def logprob(
     checkpoint: CheckpointOpt,
     src: Annotated[Path, typer.Option(help="source file")],
