@@ -11,9 +11,8 @@ an existing directory is replaced only when seqtool exported it (its marker), ne
 from __future__ import annotations
 
 import json
-import os
+import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +42,11 @@ def export_run(checkpoint: Path, fmt: str, directory: Path) -> dict:
         raise SeqtoolError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     _check_target(directory)
     run = load_translation_run(checkpoint, {}, "cpu", "export")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
-    staging.chmod(0o777 & ~_umask())
+    staging = directory.parent / f".{directory.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        staging.mkdir(parents=True)  # unlike mkdtemp's 0700, the mode the umask allows (the export keeps it)
+    except OSError as err:
+        raise SeqtoolError(f"--output: {directory}: cannot create it ({err.strerror})") from None
     try:
         try:
             sig, files = export_graphs(run.model, fmt, staging)
@@ -64,12 +65,6 @@ def export_run(checkpoint: Path, fmt: str, directory: Path) -> dict:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _put_in_place(staging: Path, directory: Path) -> None:
