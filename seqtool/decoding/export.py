@@ -111,6 +111,12 @@ def _dynamic_axes(model: Seq2SeqModel, sig: Signature) -> dict[str, dict[int, st
     for name in names:
         short, long = shapes.get(name, ((2,), (2,)))
         axes[name] = {0: "batch", **{d: "src_len" for d in range(1, len(short)) if short[d] != long[d]}}
+    # a state that grows with each step (a Transformer's cached keys and values) has a dynamic step dim
+    stepped = flatten(model.step(torch.tensor([5, 6]), state, enc).state)
+    for i, (before, after) in enumerate(zip(flatten(state), stepped)):
+        for d in range(1, before.dim()):
+            if before.size(d) != after.size(d):
+                axes[f"state{i}"][d] = axes[f"next{i}"][d] = "steps"
     return axes
 
 
