@@ -5,6 +5,10 @@ the label is XOR(x_p >= 0.5, x_q >= 0.5). Here each value is quantized to one of
 (bin >= levels / 2 exactly when x >= 0.5) and a position's token is its bin, or bin + levels when it is
 marked, so a model reads one token id per position. With `marks` other than 2 the label is the parity of
 that many marked bits (marks 1: copy one far bit).
+Two levels (the default) give the model exactly the bit the label reads, which a model of the real x
+gets through one threshold; with more, an embedding must learn the threshold bin by bin, and the task
+becomes much slower to learn (CDIL at N = 32: 16 levels stay at chance for 1,000 steps where 2 levels
+reach 100% in 200).
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ class XorSpec(GeneratedSpec):
 
     length: int = Field(1024, ge=2, description="sequence length N")
     marks: int = Field(2, ge=1, description="marked positions whose bits make the label (2: XOR)")
-    levels: int = Field(16, ge=2, description="bins of a value U(0,1), even so that bin >= levels/2 is x >= 0.5")
+    levels: int = Field(2, ge=2, description="bins of a value U(0,1), even so that bin >= levels/2 is x >= 0.5 (2: "
+                        "the token carries the bit the label reads, as the paper's real x does through one threshold)")
 
     @model_validator(mode="after")
     def _consistent(self) -> XorSpec:
