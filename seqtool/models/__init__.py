@@ -10,8 +10,8 @@ from seqtool.models.attention import transformer  # noqa: F401
 from seqtool.models.conv import convs2s, gcnn  # noqa: F401
 from seqtool.models.memory import memn2n  # noqa: F401
 
-# arma, orthogonal and state_reg register cells; sequence registers rnn_sequence
-from seqtool.models.recurrent import arma, gnmt, orthogonal, rnn, sequence, state_reg  # noqa: F401
+# arma, orthogonal and state_reg register cells; sequence registers rnn_sequence, rns registers rns_rnn
+from seqtool.models.recurrent import arma, gnmt, orthogonal, rnn, rns, sequence, state_reg  # noqa: F401
 from seqtool.registry import MODELS
 
 __all__ = ["MODELS"]
