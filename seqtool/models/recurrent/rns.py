@@ -22,8 +22,8 @@ log(alpha[t] / Z_t) (the log reading) and log(gamma[i -> t] Z_i / Z_t). Every te
 the same steps, so the Z's cancel: the same algorithm with numbers that stay bounded. A sum of products is
 a matmul of exponentials shifted so that nothing a destination receives is lost (log_matmul; the pop term
 through fractions of alpha, NondeterministicStack), in float64: against the card's equations on
-probabilities the float32 model agrees to 1e-4 with logits of scale 30, and against an exact logsumexp of
-every term to 3e-5 at scale 300, at a third of its cost (bench/rns_step.py).
+probabilities the float32 model agrees to 1e-4 with logits of scale 30 (tests/unit/test_rns.py), and in
+development against a logsumexp of every term, computed apart, to 3e-5 of the reading at scale 300.
 Cost per string of length n: O(n^3 Q^3 S^2) time (the pop term), and autograd keeps the O(n^3) terms.
 Limited version (`window: D`): only gamma[i -> t] with t - i <= D and alpha over those i, so O(n D^2):
 a run whose top symbol was pushed more than D steps ago drops out (D >= n is the full algorithm).
