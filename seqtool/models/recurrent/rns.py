@@ -143,8 +143,8 @@ class NondeterministicStack:
         """Bring `tri` to i = lo .. t-3, k = lo+1 .. t-2: drop what left the window, add row t-3 (zero) and
         column t-2 (the fractions of gamma[i -> t-2], from the column kept before the last)."""
         newest = self.cols[0][:, lo - self._lo(t - 2):].double()  # g[i -> t-2][q,x -> u,y], i = lo .. t-3
-        share = newest + self._sources(lo, t, t - 3)[..., None, None] - self.alphas[-2].double()[:, None, None, None]
-        share = share.exp().clamp_max(1.0)  # rounding; and rows of impossible sources hold nothing
+        share = newest + self._sources(lo, t, t - 3)[..., None, None] - self._sources(t - 2, t, t - 2)[:, :, None, None]
+        share = share.exp().clamp_max(1.0)  # above 1 by rounding only, or in rows of sources that cannot occur
         newest = share.permute(0, 5, 1, 2, 3, 4)[:, :, :, :, :, None]  # (b, y, i, q, x, k, u)
         if self.tri is None:
             self.tri = newest
