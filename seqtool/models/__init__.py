@@ -11,8 +11,9 @@ from seqtool.models.conv import cdil, convs2s, gcnn  # noqa: F401
 from seqtool.models.implicit import deq  # noqa: F401
 from seqtool.models.memory import memn2n  # noqa: F401
 
-# arma, orthogonal and state_reg register cells; sequence registers rnn_sequence, classifier rnn_classifier
-from seqtool.models.recurrent import arma, classifier, gnmt, orthogonal, rnn, sequence, state_reg  # noqa: F401
+# arma, orthogonal and state_reg register cells; sequence registers rnn_sequence, classifier rnn_classifier,
+# rns rns_rnn
+from seqtool.models.recurrent import arma, classifier, gnmt, orthogonal, rnn, rns, sequence, state_reg  # noqa: F401
 from seqtool.registry import MODELS
 
 __all__ = ["MODELS"]
