@@ -27,7 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from seqtool.models.losses import output_loss
+from seqtool.models.losses import objective_loss, output_loss
 
 
 @dataclass
@@ -168,11 +168,16 @@ class SequenceClassifier(Model):
 
 
 class SequenceModel(Model):
-    """An output at every step of an input sequence (tasks synthetic and music)."""
+    """An output at every step of an input sequence (tasks synthetic and music); the default loss is the
+    objective the batch names (cross-entropy, Bernoulli NLL or squared error) over its weighted outputs."""
 
     @abstractmethod
     def outputs(self, batch) -> torch.Tensor:
         """(B, T, O) outputs for a SequenceBatch: logits per class head, Bernoulli logits or real values."""
+
+    def loss(self, batch, label_smoothing: float = 0.0, state=None) -> LossOut:
+        loss, nll = objective_loss(self.outputs(batch), batch, label_smoothing)
+        return LossOut(loss, nll, batch.ntokens)
 
     def describe(self) -> dict[str, float]:
         """Model-specific numbers reported with the evaluation metrics (none by default)."""
