@@ -27,6 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from seqtool.models.adaptive import adaptive_loss
 from seqtool.models.losses import objective_loss, output_loss
 
 
@@ -119,9 +120,11 @@ class Seq2SeqModel(Model):
 
 class LanguageModel(Model):
     """A left-to-right LM. Subclasses implement forward(inputs, state) -> (features, state) and own
-    an output layer `self.out`."""
+    an output layer: `self.out` (nn.Linear, a full softmax) or `self.adaptive` (an adaptive softmax,
+    seqtool/models/adaptive.py; label smoothing does not apply to it)."""
 
     out: nn.Linear
+    adaptive: nn.AdaptiveLogSoftmaxWithLoss  # where set; not a class attribute, which would hide the module
 
     @abstractmethod
     def forward(self, inputs: torch.Tensor, state=None):
@@ -129,8 +132,19 @@ class LanguageModel(Model):
 
     def loss(self, batch, label_smoothing: float = 0.0, state=None) -> LossOut:
         features, state = self(batch.inputs, None if batch.first else state)
-        loss, nll = output_loss(features, batch.targets, self.out, label_smoothing)
+        adaptive = getattr(self, "adaptive", None)
+        if adaptive is not None:
+            loss, nll = adaptive_loss(adaptive, features, batch.targets)
+        else:
+            loss, nll = output_loss(features, batch.targets, self.out, label_smoothing)
         return LossOut(loss, nll, batch.ntokens, detach(state))
+
+    def log_probs(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, V) next-token log-probabilities (float32) for features (N, D)."""
+        adaptive = getattr(self, "adaptive", None)
+        if adaptive is not None:
+            return adaptive.log_prob(features.float())
+        return torch.log_softmax(self.out(features).float(), -1)
 
 
 def detach(value):

@@ -103,24 +103,25 @@ def test_hippo_n_is_the_normal_part_of_legs_diagonalized():
     assert steps.min() >= 0.001 and steps.max() <= 0.1
 
 
-@pytest.fixture(scope="module")
-def lm():
+@pytest.fixture(scope="module", params=[dict(tie_embeddings=True), dict(adaptive_softmax={"cutoffs": [10, 20]})],
+                ids=["tied", "adaptive"])
+def lm(request):
     torch.manual_seed(0)
-    return S5LM(S5LMConfig(**SMALL, clip_eigs=True), 30).eval()
+    return S5LM(S5LMConfig(**SMALL, clip_eigs=True, **request.param), 30).eval()
 
 
 def test_stepwise_generation_equals_the_scan(lm):
     prompt = torch.randint(4, 30, (2, 5))
     with torch.no_grad():
         features, state = lm(prompt)
-        log_probs = [torch.log_softmax(lm.out(features[:, -1]), -1)]
+        log_probs = [lm.log_probs(features[:, -1])]
         tokens = [log_probs[-1].argmax(-1)]
         for _ in range(12):
             step_log_probs, state = lm.step(tokens[-1], state)
             log_probs.append(step_log_probs)
             tokens.append(step_log_probs.argmax(-1))
         whole, _ = lm(torch.cat([prompt, torch.stack(tokens[:-1], 1)], 1))
-    scanned = torch.log_softmax(lm.out(whole[:, 4:]), -1)
+    scanned = lm.log_probs(whole[:, 4:].reshape(-1, 16)).view(2, 13, 30)
     assert torch.allclose(torch.stack(log_probs, 1), scanned, atol=1e-5)
 
 

@@ -37,6 +37,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from seqtool.models.adaptive import AdaptiveSoftmaxSpec, build_adaptive
 from seqtool.models.base import LanguageModel, SequenceClassifier, SequenceModel, VocabSizes
 from seqtool.models.config import ModelConfig
 from seqtool.models.layers import Dropout
@@ -192,14 +193,30 @@ class S5LMConfig(S5Config):
     arch: Literal["s5_lm"] = "s5_lm"
     tasks: ClassVar = ("lm",)
     tie_embeddings: bool = Field(False, description="share the input embedding and the output projection")
+    adaptive_softmax: AdaptiveSoftmaxSpec | None = Field(
+        None, description="an adaptive softmax (seqtool/models/adaptive.py) instead of the full one: {cutoffs, "
+        "div_value}")
+
+    @model_validator(mode="after")
+    def _one_output(self) -> S5LMConfig:
+        if self.tie_embeddings and self.adaptive_softmax is not None:
+            raise ValueError("tie_embeddings needs the full softmax (adaptive_softmax: null)")
+        return self
 
 
 class S5LM(LanguageModel):
     def __init__(self, cfg: S5LMConfig, vocab: int):
         super().__init__()
+        # N(0, 1/H): tied, the logits of unit-variance features start at unit scale (the layers normalize
+        # their inputs' scale away, so the untied embedding may start there too)
         self.embed = nn.Embedding(vocab, cfg.d_model, padding_idx=PAD)
+        nn.init.normal_(self.embed.weight, 0.0, cfg.d_model**-0.5)
+        nn.init.zeros_(self.embed.weight[PAD])
         self.stack = S5Stack(cfg)
         self.drop = Dropout(cfg.dropout)
+        if cfg.adaptive_softmax is not None:
+            self.adaptive = build_adaptive(cfg.adaptive_softmax, cfg.d_model, vocab)
+            return
         self.out = nn.Linear(cfg.d_model, vocab)
         if cfg.tie_embeddings:
             self.out.weight = self.embed.weight
@@ -213,7 +230,7 @@ class S5LM(LanguageModel):
         """Recurrent generation: (B,) ids -> (B, V) next-token log-probabilities and the state after them,
         one O(P H) update per layer instead of a scan over the prefix."""
         features, state = self(tokens.unsqueeze(1), state)
-        return torch.log_softmax(self.out(features[:, 0]).float(), -1), state
+        return self.log_probs(features[:, 0]), state
 
 
 class S5SequenceConfig(S5Config):
