@@ -60,10 +60,16 @@ def decode_line(path: Path, number: int, raw: bytes, errors: str, hint: str = ""
 
 
 def iter_lines(path: Path, errors: str = "strict", hint: str = _HINT) -> Iterator[str]:
+    for _, text in iter_numbered_lines(path, errors, hint):
+        yield text
+
+
+def iter_numbered_lines(path: Path, errors: str = "strict", hint: str = _HINT) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line, for readers whose errors name the line."""
     for number, raw in _raw_lines(path):
         text = decode_line(path, number, raw, errors, hint)
         if text is not None:
-            yield text
+            yield number, text
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:

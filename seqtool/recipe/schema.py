@@ -268,7 +268,7 @@ class LogSpec(Spec):
 class Recipe(Spec):
     recipe_version: int = Field(RECIPE_VERSION, description="recipe format version")
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="run name; default run dir runs/<name>")
-    task: str = Field("translation", description="a registered task: translation, lm, qa, synthetic, music "
+    task: str = Field("translation", description="a registered task: translation, lm, qa, synthetic, music, classify "
                       "(seqtool/tasks); it decides which keys `data` takes")
     seed: Seed = Field(1, description="seed for initialisation, batch order and dropout (0 to 2^64-1)")
     output_dir: str | None = Field(None, description="run directory (default runs/<name>)")

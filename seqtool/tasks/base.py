@@ -10,7 +10,7 @@ what was consumed), `batch(item)` makes the tensors the model's `loss` takes, `v
 measure a model and return plain numbers, among them every name in `metrics` that early stopping may
 select (seqtool/metric_table.py says which way each is better). The models a task trains keep one of
 the contracts in seqtool/models/base.py: translation a Seq2SeqModel, lm a LanguageModel, qa a
-ClassifierModel, synthetic and music a SequenceModel.
+ClassifierModel, synthetic and music a SequenceModel, classify a SequenceClassifier.
 """
 
 from __future__ import annotations
