@@ -30,7 +30,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from seqtool.models.losses import output_loss, target_log_probs
+from seqtool.models.adaptive import adaptive_loss
+from seqtool.models.losses import objective_loss, output_loss, target_log_probs
+from seqtool.specials import PAD
 
 
 @dataclass
@@ -128,9 +130,11 @@ class Seq2SeqModel(Model):
 
 class LanguageModel(Model):
     """A left-to-right LM. Subclasses implement forward(inputs, state) -> (features, state) and own
-    an output layer `self.out`."""
+    an output layer: `self.out` (nn.Linear, a full softmax) or `self.adaptive` (an adaptive softmax,
+    seqtool/models/adaptive.py; label smoothing does not apply to it)."""
 
     out: nn.Linear
+    adaptive: nn.AdaptiveLogSoftmaxWithLoss  # where set; not a class attribute, which would hide the module
 
     @abstractmethod
     def forward(self, inputs: torch.Tensor, state=None):
@@ -138,13 +142,29 @@ class LanguageModel(Model):
 
     def loss(self, batch, label_smoothing: float = 0.0, state=None) -> LossOut:
         features, state = self(batch.inputs, None if batch.first else state)
-        loss, nll = output_loss(features, batch.targets, self.out, label_smoothing)
+        adaptive = getattr(self, "adaptive", None)
+        if adaptive is not None:
+            loss, nll = adaptive_loss(adaptive, features, batch.targets)
+        else:
+            loss, nll = output_loss(features, batch.targets, self.out, label_smoothing)
         return LossOut(loss, nll, batch.ntokens, detach(state))
 
+    def log_probs(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, V) next-token log-probabilities (float32) for features (N, D)."""
+        adaptive = getattr(self, "adaptive", None)
+        if adaptive is not None:
+            return adaptive.log_prob(features.float())
+        return torch.log_softmax(self.out(features).float(), -1)
+
     def target_log_probs(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """log p(y_t | y_<t) of each target (B, T) from forward's features, 0 at PAD (a model with
-        another output than a full softmax over `self.out` overrides it)."""
-        return target_log_probs(features, targets, self.out)
+        """log p(y_t | y_<t) of each target (B, T) from forward's features, 0 at PAD."""
+        adaptive = getattr(self, "adaptive", None)
+        if adaptive is None:
+            return target_log_probs(features, targets, self.out)
+        keep = targets != PAD
+        result = torch.zeros(targets.shape, device=features.device)
+        result[keep] = adaptive(features[keep].float(), targets[keep]).output
+        return result
 
 
 def detach(value):
@@ -182,11 +202,16 @@ class SequenceClassifier(Model):
 
 
 class SequenceModel(Model):
-    """An output at every step of an input sequence (tasks synthetic and music)."""
+    """An output at every step of an input sequence (tasks synthetic and music); the default loss is the
+    objective the batch names (cross-entropy, Bernoulli NLL or squared error) over its weighted outputs."""
 
     @abstractmethod
     def outputs(self, batch) -> torch.Tensor:
         """(B, T, O) outputs for a SequenceBatch: logits per class head, Bernoulli logits or real values."""
+
+    def loss(self, batch, label_smoothing: float = 0.0, state=None) -> LossOut:
+        loss, nll = objective_loss(self.outputs(batch), batch, label_smoothing)
+        return LossOut(loss, nll, batch.ntokens)
 
     def describe(self) -> dict[str, float]:
         """Model-specific numbers reported with the evaluation metrics (none by default)."""

@@ -8,6 +8,9 @@ The rows are processed in chunks and the gradients formed in the forward pass, s
 never exist at once; on a CPU this is ~40% faster than linear + cross_entropy with identical results.
 Under bf16 autocast the three matmuls take bf16 operands (the output layer is most of a small
 translation model's arithmetic), while the logits, softmax, loss and accumulated gradients stay fp32.
+
+objective_loss: the per-step objectives of sequence models (tasks synthetic and music), whichever
+family computes their outputs: cross-entropy per class head, Bernoulli NLL, squared error.
 """
 
 from __future__ import annotations
@@ -110,3 +113,22 @@ def target_log_probs(features: torch.Tensor, targets: torch.Tensor, out: nn.Line
     if chunks:
         result[keep] = torch.cat(chunks)
     return result
+
+
+def objective_loss(outputs: torch.Tensor, batch, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training loss, detached loss without smoothing), summed over the batch's weighted outputs."""
+    if batch.objective == "ce":
+        heads = batch.targets.size(-1) if batch.targets.dim() == 3 else 1
+        logits = outputs.view(*batch.targets.shape[:2], heads, -1)[batch.weight.view(*batch.targets.shape[:2], heads)]
+        targets = batch.targets[batch.weight]
+        nll = nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+        if not label_smoothing:
+            return nll, nll.detach()
+        return nn.functional.cross_entropy(logits.float(), targets, reduction="sum",
+                                           label_smoothing=label_smoothing), nll.detach()
+    picked, targets = outputs[batch.weight].float(), batch.targets[batch.weight]
+    if batch.objective == "bce":
+        loss = nn.functional.binary_cross_entropy_with_logits(picked, targets, reduction="sum")
+    else:
+        loss = (picked - targets).square().sum()
+    return loss, loss.detach()

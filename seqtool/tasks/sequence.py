@@ -33,6 +33,7 @@ from seqtool.data.prepare import FORMAT, build_prepared, data_root, manifest_hea
 from seqtool.data.sequences import Examples
 from seqtool.errors import SeqtoolError
 from seqtool.models.base import VocabSizes
+from seqtool.models.losses import objective_loss
 from seqtool.recipe.schema import MAX_GENERATED, DataSpec, Seed, Spec
 from seqtool.registry import TASKS
 from seqtool.tasks.base import Task
@@ -296,8 +297,6 @@ class SequenceTask(Task):
         return collate(self.split("train"), item, self.io).to(self.device)
 
     def evaluate(self, model, name: str, settings=None, limit: int | None = None) -> dict[str, float]:
-        from seqtool.models.recurrent.sequence import objective_loss
-
         split = self.split(name)
         count = len(split) if limit is None else min(limit, len(split))
         total, units, right, scored = 0.0, 0, 0.0, 0.0
