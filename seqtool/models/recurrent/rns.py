@@ -39,8 +39,8 @@ from torch import nn
 
 from seqtool.models.base import LossOut, SequenceModel, VocabSizes
 from seqtool.models.config import ModelConfig
+from seqtool.models.losses import objective_loss
 from seqtool.models.recurrent.rnn import init_uniform
-from seqtool.models.recurrent.sequence import objective_loss
 from seqtool.registry import MODELS
 
 LOG_ZERO = -1e30  # log 0 kept finite: -inf would turn a row of zeros into NaN gradients
