@@ -16,13 +16,11 @@ import torch
 from pydantic import Field, model_validator
 
 from seqtool.data import listops
-from seqtool.data.batching import shard
 from seqtool.data.classify import OFFSET, ClassifySplit, prepare_classify
-from seqtool.errors import SeqtoolError
 from seqtool.models.base import VocabSizes
 from seqtool.recipe.schema import MAX_GENERATED, DataSpec, Seed, Spec, TokenizerSpec
 from seqtool.registry import TASKS
-from seqtool.tasks.base import Task
+from seqtool.tasks.base import ExampleTask
 
 DEFAULT_BATCH = 32  # sequences per training batch when train.batch_size is not set (CDIL on LRA: 32)
 EVAL_TOKENS = 1 << 18  # padded tokens per evaluation batch
@@ -124,12 +122,10 @@ class ClassifyDataSpec(DataSpec):
 
 
 @TASKS.register("classify", config=ClassifyDataSpec)
-class ClassifyTask(Task):
+class ClassifyTask(ExampleTask):
     metrics = ("loss", "accuracy")
-
-    def __init__(self, recipe, directory, device, *, rank: int = 0, world: int = 1):
-        super().__init__(recipe, directory, device, rank=rank, world=world)
-        self._splits: dict[str, ClassifySplit] = {}
+    split_class = ClassifySplit
+    default_batch = DEFAULT_BATCH
 
     @classmethod
     def prepare(cls, recipe, log, verify=None):
@@ -148,23 +144,6 @@ class ClassifyTask(Task):
 
     def sizes(self) -> VocabSizes:
         return VocabSizes(len(self.vocabs.src), len(self.data.manifest["classes"]))
-
-    def split(self, name: str) -> ClassifySplit:
-        if name not in self._splits:
-            if not self.data.has(name):
-                have = ", ".join(self.data.manifest["splits"])
-                raise SeqtoolError(f"{self.directory}: no {name!r} split (have: {have})")
-            self._splits[name] = ClassifySplit(self.directory, name)
-        return self._splits[name]
-
-    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
-        """Every training sequence once, shuffled by (seed, epoch), in batches of train.batch_size."""
-        size = self.recipe.train.batch_size or DEFAULT_BATCH
-        order = np.random.default_rng([self.recipe.seed, epoch]).permutation(len(self.split("train")))
-        return shard([order[i : i + size] for i in range(0, len(order), size)], self.rank, self.world)
-
-    def batch(self, item: np.ndarray):
-        return self.split("train").collate(item).to(self.device)
 
     def evaluate(self, model, name: str, settings=None, limit: int | None = None) -> dict[str, float]:
         """The mean cross-entropy per sequence and the accuracy over the split's first `limit` sequences."""
