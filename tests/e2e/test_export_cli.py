@@ -29,7 +29,7 @@ def exported(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("beam", [1, 5])
 def test_the_onnx_export_translates_as_translate_does(exported, beam):
     source = exported / "runs" / "tiny" / "data" / "raw" / "test.src"
-    run_translate(exported / "runs" / "tiny", source, exported / f"out{beam}.txt", {"decode": {"beam": beam}},
+    run_translate([exported / "runs" / "tiny"], source, exported / f"out{beam}.txt", {"decode": {"beam": beam}},
                   device="cpu", seed=1, warn=print)
     ours = (exported / f"out{beam}.txt").read_text().splitlines()
     assert len(set(ours)) > 3  # several distinct translations, not one string repeated
