@@ -6,7 +6,7 @@ join the same way.
 The contracts every model keeps are in base.py, the shared loss in losses.py.
 """
 
-from seqtool.models.attention import transformer  # noqa: F401
+from seqtool.models.attention import block_recurrent, transformer  # noqa: F401
 from seqtool.models.conv import convs2s, gcnn  # noqa: F401
 from seqtool.models.memory import memn2n  # noqa: F401
 

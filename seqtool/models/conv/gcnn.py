@@ -152,6 +152,11 @@ class GCNN(LanguageModel):
             next_state.append(lefts)
         return self.drop(x), next_state
 
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        if self.adaptive is None:
+            return super().predict(features)
+        return self.adaptive.predict(features.flatten(0, 1)).view(features.shape[:-1])
+
     def loss(self, batch, label_smoothing: float = 0.0, state=None) -> LossOut:
         """The inherited fused loss for a full softmax; the adaptive softmax's own otherwise."""
         features, state = self(batch.inputs, None if batch.first else state)
