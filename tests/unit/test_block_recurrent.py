@@ -130,8 +130,8 @@ def _recipe(out, steps: int) -> dict:
                  "tokenizer": {"kind": "word", "vocab_size": None}, "block_len": 4 * W},
         "model": {"arch": "block_recurrent", "embed_dim": 16, "ffn_dim": 32, "heads": 2, "layers": 2, "window": W,
                   "states": 4, "recurrent_layers": [1], "dropout": 0.1},
-        "train": {"optimizer": {"lr": 3e-3}, "batch_size": 4, "max_steps": steps, "validate_every": 10,
-                  "checkpoint": {"every": 10}},
+        "train": {"optimizer": {"lr": 3e-3}, "batch_size": 4, "max_steps": steps, "validate_every": 6,
+                  "checkpoint": {"every": 6}},
         "eval": {"lm_streams": 2},
         "log": {"tensorboard": False, "progress": "none", "every": 1}}
 
@@ -146,9 +146,9 @@ def test_tiny_model_trains_resumes_exactly_and_reports_retrieval(tmp_path):
     from seqtool.data.datasets import PreparedData
     from seqtool.data.vocab import Vocabs
 
-    train_recipe(recipe_from_dict(_recipe(tmp_path / "straight", 20)))
-    train_recipe(recipe_from_dict(_recipe(tmp_path / "broken", 10)))
-    train_recipe(recipe_from_dict(_recipe(tmp_path / "broken", 20)), resume=True)
+    train_recipe(recipe_from_dict(_recipe(tmp_path / "straight", 12)))
+    train_recipe(recipe_from_dict(_recipe(tmp_path / "broken", 6)))
+    train_recipe(recipe_from_dict(_recipe(tmp_path / "broken", 12)), resume=True)
     assert _train_losses(tmp_path / "broken") == _train_losses(tmp_path / "straight")  # the state was carried
 
     data = PreparedData(tmp_path / "data")
@@ -157,10 +157,10 @@ def test_tiny_model_trains_resumes_exactly_and_reports_retrieval(tmp_path):
     answers = np.flatnonzero(np.asarray(split.gaps))
     assert len(split.gaps) == len(split.tokens) and len(answers) > 10
     assert all(words[answers - 2] == "?") and all(w.startswith("v") for w in words[answers])
-    for at in answers:  # the binding the gap points at holds the key and the value the query asks for
+    for at in answers:  # the binding the gap points at binds the query's key to its value
         bound = at - 1 - int(split.gaps[at])
-        assert (words[bound - 1], words[bound]) == (words[at - 1], words[at])
-        assert 10 <= split.gaps[at] and words[at - 1] not in words[bound + 1 : at - 1]
+        assert words[bound] == f"{words[at - 1]}={words[at]}" and split.gaps[at] >= 10
+        assert not any(w.startswith(f"{words[at - 1]}=") for w in words[bound + 1 : at - 1])
 
     result = evaluate_run(tmp_path / "straight", "test", {})
     assert 0.0 <= result["accuracy"] <= 1.0 and result["queries"] > 10
