@@ -76,9 +76,9 @@ class PreparedData:
 
     def stream(self, split: str) -> StreamSplit:
         self._check(split)
-        gaps = self.directory / f"{split}.gaps.npy"
+        gaps = self.directory / f"{split}.gaps.bin"
         return StreamSplit(self._sequences(split, "text").tokens, self.manifest["splits"][split]["words"],
-                           np.load(gaps, mmap_mode="r") if gaps.is_file() else None)
+                           np.memmap(gaps, dtype=np.int32, mode="r") if gaps.is_file() else None)
 
     def raw_pairs(self, split: str) -> tuple[list[str], list[str]]:
         """Raw source lines and references of a valid/test split."""

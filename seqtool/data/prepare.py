@@ -6,8 +6,8 @@ Layout of a prepared directory:
     .seqtool-prepared            marks the directory as seqtool's to replace
     tokenizer/                   the Vocabs (see vocab.py)
     raw/                         generated corpora (synthetic tasks only)
-    <split>.gaps.npy             generated retrieval text: per token of the stream, the gap of the query
-                                 whose answer it is (0: none; seqtool/data/retrieval.py)
+    <split>.gaps.bin             generated retrieval text: per token of the stream (int32), the gap of the
+                                 query whose answer it is (0: none; seqtool/data/retrieval.py)
     refs/<split>.src / .tgt      raw text of valid/test pairs, for decoding and BLEU
     <split>.<side>.bin / .idx    token ids (uint16 or int32) and int64 offsets per sentence
 Sides are src/tgt for translation and text for language models (one stream: EOS, then each line
@@ -197,7 +197,7 @@ def _generate(spec: GenerateSpec, stage: Path) -> None:
     raw.mkdir(parents=True)
     for split in SPLITS:  # streamed: a large data.generate count never sits in memory
         if spec.task == "retrieval":
-            _generate_text(spec, split, raw / f"{split}.txt", stage / f"{split}.gaps.npy")
+            _generate_text(spec, split, raw / f"{split}.txt", stage / f"{split}.gaps.bin")
             continue
         with open(raw / f"{split}.src", "w", encoding="utf-8") as src, \
                 open(raw / f"{split}.tgt", "w", encoding="utf-8") as tgt:
@@ -209,12 +209,11 @@ def _generate(spec: GenerateSpec, stage: Path) -> None:
 def _generate_text(spec: GenerateSpec, split: str, text: Path, gaps: Path) -> None:
     """Retrieval documents, one a line, and their gaps laid out as the stream _encode_text makes of them
     (the word tokenizer gives one token a word)."""
-    marks = [np.zeros(1, np.int32)]  # the stream's opening EOS
-    with open(text, "w", encoding="utf-8") as handle:
-        for words, gaps_of_words in generate_documents(spec, split):
-            handle.write(" ".join(words) + "\n")
-            marks.append(np.asarray([*gaps_of_words, 0], np.int32))  # 0: the line's EOS
-    np.save(gaps, np.concatenate(marks))
+    with open(text, "w", encoding="utf-8") as words, open(gaps, "wb") as marks:
+        marks.write(np.zeros(1, np.int32).tobytes())  # the stream's opening EOS
+        for line, gaps_of_words in generate_documents(spec, split):
+            words.write(" ".join(line) + "\n")
+            marks.write(np.asarray([*gaps_of_words, 0], np.int32).tobytes())  # 0: the line's EOS
 
 
 def _train_vocabs(recipe: Recipe, train: SplitSpec) -> Vocabs:

@@ -51,8 +51,9 @@ class GenerateSpec(Spec):
     )
     train: int = Field(20000, gt=0, le=MAX_GENERATED, description=f"training pairs or retrieval documents (at "
                        f"most {MAX_GENERATED:,})")
-    valid: int = Field(500, gt=0, le=MAX_GENERATED, description=f"validation pairs (at most {MAX_GENERATED:,})")
-    test: int = Field(500, gt=0, le=MAX_GENERATED, description=f"test pairs (at most {MAX_GENERATED:,})")
+    valid: int = Field(500, gt=0, le=MAX_GENERATED, description=f"validation pairs or documents (at most "
+                       f"{MAX_GENERATED:,})")
+    test: int = Field(500, gt=0, le=MAX_GENERATED, description=f"test pairs or documents (at most {MAX_GENERATED:,})")
     seed: Seed = Field(1, description="generator seed (independent of the training seed; 0 to 2^64-1)")
     max_digits: int = Field(6, ge=1, le=12, description="num2words: largest number has this many digits")
     symbols: int = Field(10, ge=2, le=26, description="copy/reverse: alphabet size")
