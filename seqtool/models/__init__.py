@@ -6,7 +6,7 @@ equilibrium LM), state_space/ (S5).
 The contracts every model keeps are in base.py, the shared loss in losses.py.
 """
 
-from seqtool.models.attention import transformer  # noqa: F401
+from seqtool.models.attention import block_recurrent, transformer  # noqa: F401
 from seqtool.models.conv import cdil, convs2s, gcnn  # noqa: F401
 from seqtool.models.implicit import deq  # noqa: F401
 from seqtool.models.memory import memn2n  # noqa: F401

@@ -10,7 +10,8 @@ through these, never by looking inside it.
     Seq2SeqModel       translation: teacher-forced `forward(src, src_mask, tgt_in)` and
                        `encode / start / step` with an explicit, reorderable state for search
     LanguageModel      `forward(inputs, state) -> (features, state)`; state carried between blocks;
-                       `target_log_probs(features, targets)` for scoring given text
+                       `target_log_probs(features, targets)` for scoring given text and
+                       `predict(features)`, the most likely next tokens
     ClassifierModel    one answer per example (bAbI QA): `forward(story, query) -> (logits, extra)`
     SequenceClassifier one label per sequence (task classify): `forward(tokens, mask) -> logits`
     SequenceModel      an output at every step (sequence tasks): `outputs(batch)` and `describe()`
@@ -139,6 +140,13 @@ class LanguageModel(Model):
     @abstractmethod
     def forward(self, inputs: torch.Tensor, state=None):
         """Features (B, T, D) before the output layer, and the state after the block."""
+
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, T) the most likely next token at each position of forward's features."""
+        adaptive = getattr(self, "adaptive", None)
+        if adaptive is not None:
+            return adaptive.predict(features.flatten(0, 1).float()).view(features.shape[:-1])
+        return self.out(features).argmax(-1)
 
     def loss(self, batch, label_smoothing: float = 0.0, state=None) -> LossOut:
         features, state = self(batch.inputs, None if batch.first else state)

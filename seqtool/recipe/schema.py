@@ -46,17 +46,37 @@ class SplitSpec(Spec):
 class GenerateSpec(Spec):
     """A synthetic corpus made by seqtool itself from a seed (no files needed)."""
 
-    task: Literal["num2words", "copy", "reverse"] = Field(
-        description="num2words: digits to English words; copy/reverse: random symbol strings"
+    task: Literal["num2words", "copy", "reverse", "retrieval"] = Field(
+        description="num2words: digits to English words; copy/reverse: random symbol strings (translation "
+        "pairs); retrieval: key->value bindings queried far later (running text for task lm)"
     )
-    train: int = Field(20000, gt=0, le=MAX_GENERATED, description=f"training pairs (at most {MAX_GENERATED:,})")
-    valid: int = Field(500, gt=0, le=MAX_GENERATED, description=f"validation pairs (at most {MAX_GENERATED:,})")
-    test: int = Field(500, gt=0, le=MAX_GENERATED, description=f"test pairs (at most {MAX_GENERATED:,})")
+    train: int = Field(20000, gt=0, le=MAX_GENERATED, description=f"training pairs or retrieval documents (at "
+                       f"most {MAX_GENERATED:,})")
+    valid: int = Field(500, gt=0, le=MAX_GENERATED, description=f"validation pairs or documents (at most "
+                       f"{MAX_GENERATED:,})")
+    test: int = Field(500, gt=0, le=MAX_GENERATED, description=f"test pairs or documents (at most {MAX_GENERATED:,})")
     seed: Seed = Field(1, description="generator seed (independent of the training seed; 0 to 2^64-1)")
     max_digits: int = Field(6, ge=1, le=12, description="num2words: largest number has this many digits")
     symbols: int = Field(10, ge=2, le=26, description="copy/reverse: alphabet size")
     min_len: int = Field(3, ge=1, description="copy/reverse: shortest string")
     max_len: int = Field(12, ge=1, description="copy/reverse: longest string")
+    keys: int = Field(16, ge=1, description="retrieval: distinct keys (at most this many bindings are open)")
+    values: int = Field(16, ge=2, description="retrieval: distinct values (chance accuracy 1/values)")
+    fillers: int = Field(16, ge=1, description="retrieval: distinct filler words")
+    doc_len: int = Field(512, gt=0, description="retrieval: words per document (one line; a query may end it "
+                         "2 words later)")
+    gaps: tuple[int, int] = Field((40, 100), description="retrieval: a key is queried between lo and hi tokens "
+                                  "after its binding (later when queries queue)")
+    rate: float = Field(0.1, gt=0, le=1, description="retrieval: chance of a binding at each word while a key "
+                        "is free")
+    band: int = Field(16, gt=0, description="retrieval: evaluation reports accuracy per band of this many "
+                      "tokens of gap (accuracy_gap<start>)")
+
+    @model_validator(mode="after")
+    def _gaps_order(self) -> GenerateSpec:
+        if not 1 <= self.gaps[0] <= self.gaps[1]:
+            raise ValueError(f"gaps: [lo, hi] with 1 <= lo <= hi, got {list(self.gaps)}")
+        return self
 
 
 class TokenizerSpec(Spec):
