@@ -22,8 +22,9 @@ in training and frozen in eval, kept in the state dict so a resumed run continue
 GNMT's logit clipping (Wu et al. 2016, section 6; `train.quantize.logits`): the output layer's logits are
 clamped to [-γ, γ] (paper: γ = 25), in training and decoding alike, so the softmax's input range is known to a
 fixed-point kernel. Its gradient is clamp's own (1 inside, 0 outside: a logit beyond γ stops learning), not an
-STE. GNMT's accumulator clipping (c_t and the layer outputs to [-δ, δ], δ annealed 8 → 1) is not here: c_t
-lives inside torch's fused LSTM kernel, which GNMT runs.
+STE. GNMT's accumulator clipping (c_t and the layer outputs to [-δ, δ]) is not a switch here but a model option:
+c_t lives inside the LSTM (and inside torch's fused kernel), so the lstm cell's `clip` clamps it in the time loop
+(seqtool/models/recurrent/cells.py; GNMT's `accumulator_clip` sets it for every layer).
 
 Where it does not reach: the hidden state inside torch's fused LSTM/GRU kernel stays float (only
 weights and the layer's input are quantized there); embeddings stay float (a lookup, no multiply).

@@ -1,5 +1,7 @@
-"""GNMT's logit clipping (train.quantize.logits): the output layer's logits stay in [-γ, γ] where it is called
-and in the fused training loss, and the gradient is clamp's own (zero where a logit was clipped)."""
+"""GNMT's clipping (Wu et al. 2016, section 6). Logits (train.quantize.logits): the output layer's logits stay in
+[-γ, γ] where it is called and in the fused training loss, and the gradient is clamp's own (zero where a logit was
+clipped). Accumulators (the lstm cell's `clip`, GNMT's accumulator_clip): c_t and h_t stay in [-δ, δ] at every
+step, a bound no value reaches changes nothing, and the gradient still reaches the weights."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from torch import nn
 from seqtool.errors import SeqtoolError
 from seqtool.models.losses import output_loss
 from seqtool.models.quantize import clip_logits
+from seqtool.models.recurrent.layers import Recurrent
 
 BOUND = 2.0
 
@@ -56,3 +59,25 @@ def test_fused_training_loss_equals_cross_entropy_of_the_clamped_logits(epsilon)
 def test_a_model_without_an_output_layer_is_refused():
     with pytest.raises(SeqtoolError, match="train.quantize.logits: .* no linear output layer"):
         clip_logits(nn.Sequential(nn.Linear(2, 2)), BOUND)
+
+
+def _lstm(clip: float | None) -> Recurrent:
+    torch.manual_seed(0)
+    return Recurrent({"name": "lstm", "fused": False, "clip": clip}, 3, 5)
+
+
+def test_clipped_lstm_keeps_every_cell_value_and_output_in_bounds():
+    x = 10 * torch.randn(4, 30, 3)  # large inputs drive c_t well past the bound without clipping
+    free_out, (_, free_c, _) = _lstm(None)(x)
+    clipped = _lstm(0.3)
+    assert not clipped.fused and free_c.abs().max() > 1.0
+    out, (h, c, _) = clipped(x)
+    assert out.abs().max() <= 0.3 and c.abs().max() <= 0.3 and h.abs().max() <= 0.3
+    out.sum().backward()
+    grads = [p.grad for p in clipped.parameters()]
+    assert all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_a_bound_no_value_reaches_changes_nothing():
+    x = torch.randn(4, 12, 3)
+    assert torch.equal(_lstm(1e6)(x)[0], _lstm(None)(x)[0])
