@@ -98,9 +98,10 @@ def _weight_names(module: nn.Module) -> list[str]:
 
 
 def quantize_model(model: nn.Module, weights: int | None, activations: int | None) -> nn.Module:
-    """Fake-quantize (in place) the weights and inputs of every linear, convolution and recurrent layer."""
+    """Fake-quantize (in place) the weights and inputs of every linear, convolution and recurrent layer (torch's,
+    and the time-loop cells that declare themselves `quantizable`)."""
     for module in list(model.modules()):
-        if not isinstance(module, QUANTIZED_LAYERS):
+        if not (isinstance(module, QUANTIZED_LAYERS) or getattr(module, "quantizable", False)):
             continue
         if weights is not None:
             names = [n for n in _weight_names(module) if getattr(module, n).dim() >= 2]

@@ -11,7 +11,7 @@ from torch import nn
 
 from seqtool.errors import SeqtoolError
 from seqtool.models.losses import output_loss
-from seqtool.models.quantize import clip_logits
+from seqtool.models.quantize import clip_logits, quantize_model
 from seqtool.models.recurrent.layers import Recurrent
 
 BOUND = 2.0
@@ -81,3 +81,13 @@ def test_clipped_lstm_keeps_every_cell_value_and_output_in_bounds():
 def test_a_bound_no_value_reaches_changes_nothing():
     x = torch.randn(4, 12, 3)
     assert torch.equal(_lstm(1e6)(x)[0], _lstm(None)(x)[0])
+
+
+def test_quantized_training_reaches_the_clipped_lstms_weights():
+    """GNMT trained clipped accumulators with quantized weights: the time-loop LSTM's W and U are k-bit too."""
+    lstm = quantize_model(_lstm(1.0), weights=2, activations=None)
+    cell = lstm.layers[0]
+    for weight in (cell.weight_ih, cell.weight_hh):
+        assert all(len(row.unique()) <= 4 for row in weight)
+    lstm(torch.randn(2, 5, 3))[0].sum().backward()
+    assert cell.parametrizations.weight_hh.original.grad.abs().sum() > 0

@@ -142,6 +142,7 @@ class GatedCell(CellLayer):
 
     gates: ClassVar[int] = 1
     recurrent_gates: ClassVar[int | None] = None  # blocks of U h when fewer than `gates`
+    quantizable: ClassVar[bool] = True  # train.quantize fakes W and U as it does the fused kernels' (quantize.py)
     sites = ("x", "h")
 
     def __init__(self, norm: ComponentConfig, input_dim: int, hidden_dim: int):
