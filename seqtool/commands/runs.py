@@ -21,7 +21,7 @@ from seqtool.decoding.int8 import int8_model
 from seqtool.errors import SeqtoolError
 from seqtool.models import MODELS
 from seqtool.models.base import VocabSizes
-from seqtool.models.quantize import quantize_model
+from seqtool.models.quantize import clip_logits, quantize_model
 from seqtool.recipe.overrides import merged
 from seqtool.training.checkpoint import load_checkpoint
 from seqtool.util.ownership import is_run_dir
@@ -30,8 +30,11 @@ from seqtool.util.ownership import is_run_dir
 def build_model(recipe: Recipe, sizes: VocabSizes) -> torch.nn.Module:
     """The recipe's model; fake-quantized when the recipe trains it quantized (so its checkpoints load)."""
     model = MODELS.get(recipe.model.arch).builder(recipe.model, sizes)
-    if recipe.train.quantize is not None:
-        quantize_model(model, recipe.train.quantize.weights, recipe.train.quantize.activations)
+    spec = recipe.train.quantize
+    if spec is not None:
+        quantize_model(model, spec.weights, spec.activations)
+        if spec.logits is not None:
+            clip_logits(model, spec.logits)
     return model
 
 

@@ -12,8 +12,18 @@ from seqtool.models.implicit import deq  # noqa: F401
 from seqtool.models.memory import memn2n  # noqa: F401
 
 # arma, orthogonal and state_reg register cells; sequence registers rnn_sequence, classifier rnn_classifier,
-# rns rns_rnn
-from seqtool.models.recurrent import arma, classifier, gnmt, orthogonal, rnn, rns, sequence, state_reg  # noqa: F401
+# rns rns_rnn, target_space target_space_rnn
+from seqtool.models.recurrent import (  # noqa: F401
+    arma,
+    classifier,
+    gnmt,
+    orthogonal,
+    rnn,
+    rns,
+    sequence,
+    state_reg,
+    target_space,
+)
 from seqtool.models.state_space import s5  # noqa: F401
 from seqtool.registry import MODELS
 

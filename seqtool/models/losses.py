@@ -4,6 +4,8 @@ For features h_i, an output layer (W, b) and targets y_i (Szegedy et al. 2016 fo
     z_i = W h_i + b,   log p_i = z_i - logsumexp(z_i)
     loss = sum_i (1 - eps) * -log p_i[y_i] + eps * -(1/V) sum_v log p_i[v]
     d loss / d z_i = softmax(z_i) - (1 - eps) onehot(y_i) - eps / V
+An output layer with a `logit_clip` bound γ (GNMT's logit clipping, seqtool/models/quantize.py) uses
+clamp(z_i, -γ, γ) in place of z_i, and d loss / d z_i is zero where |z_i| > γ.
 The rows are processed in chunks and the gradients formed in the forward pass, so the (N, V) logits
 never exist at once; on a CPU this is ~40% faster than linear + cross_entropy with identical results.
 Under bf16 autocast the three matmuls take bf16 operands (the output layer is most of a small
@@ -25,7 +27,7 @@ CHUNK = 128
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, weight, bias, targets, epsilon, chunk, dtype):
+    def forward(ctx, h, weight, bias, targets, epsilon, chunk, dtype, clip):
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         grads = [torch.empty_like(h) if need_h else None, torch.zeros_like(weight) if need_w else None,
                  torch.zeros_like(bias) if need_b else None]
@@ -35,12 +37,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, h.size(0), chunk):
             hc, yc = h[start : start + chunk].to(dtype), targets[start : start + chunk]
             logits = _mm(hc, low.t()).add_(bias)
+            inside = None if clip is None else logits.abs() <= clip  # where the clamped logits pass a gradient
+            if clip is not None:
+                logits.clamp_(-clip, clip)
             lse = torch.logsumexp(logits, dim=1)
             nll_c = lse - logits.gather(1, yc.unsqueeze(1)).squeeze(1)
             nll += nll_c.sum()
             loss += (1.0 - epsilon) * nll_c.sum() + epsilon * (lse - logits.mean(1)).sum()
             if need_h or need_w or need_b:
-                _chunk_grads(grads, logits, lse, yc, rows, hc, low, epsilon, slice(start, start + chunk))
+                _chunk_grads(grads, logits, lse, yc, rows, hc, low, epsilon, slice(start, start + chunk), inside)
         ctx.save_for_backward(*(g if g is not None else h.new_empty(0) for g in grads))
         return loss, nll
 
@@ -48,7 +53,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss, _grad_nll):
         need = ctx.needs_input_grad
         scaled = [g * grad_loss if n else None for g, n in zip(ctx.saved_tensors, need)]
-        return (*scaled, None, None, None, None)
+        return (*scaled, None, None, None, None, None)
 
 
 def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -56,11 +61,13 @@ def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.mm(a, b).float()
 
 
-def _chunk_grads(grads, logits, lse, yc, rows, hc, weight, epsilon, where) -> None:
+def _chunk_grads(grads, logits, lse, yc, rows, hc, weight, epsilon, where, inside) -> None:
     g = logits.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place of the logits
     if epsilon:
         g.sub_(epsilon / g.size(1))
     g[rows[: len(yc)], yc] -= 1.0 - epsilon
+    if inside is not None:
+        g.mul_(inside)
     grad_h, grad_w, grad_b = grads
     if grad_b is not None:
         grad_b += g.sum(0)
@@ -94,7 +101,7 @@ def output_loss(features: torch.Tensor, targets: torch.Tensor, out: nn.Linear,
     dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else torch.float32
     with torch.autocast(kind, enabled=False):
         loss, nll = _LinearCrossEntropy.apply(h, out.weight.float(), bias.float(), targets[keep], epsilon, CHUNK,
-                                              dtype)
+                                              dtype, getattr(out, "logit_clip", None))
     return loss, nll.detach()
 
 

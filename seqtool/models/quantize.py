@@ -19,15 +19,26 @@ c = mean|W_i| for k = 1 (XNOR-Net's scale: with the max every weight would jump 
 activations (each quantized layer's input) per layer, c = a running mean of the batch's max |x| taken
 in training and frozen in eval, kept in the state dict so a resumed run continues exactly.
 
+GNMT's logit clipping (Wu et al. 2016, section 6; `train.quantize.logits`): the output layer's logits are
+clamped to [-γ, γ] (paper: γ = 25), in training and decoding alike, so the softmax's input range is known to a
+fixed-point kernel. Its gradient is clamp's own (1 inside, 0 outside: a logit beyond γ stops learning), not an
+STE. GNMT's accumulator clipping (c_t and the layer outputs to [-δ, δ]) is not a switch here but a model option:
+c_t lives inside the LSTM (and inside torch's fused kernel), so the lstm cell's `clip` clamps it in the time loop
+(seqtool/models/recurrent/cells.py; GNMT's `accumulator_clip` sets it for every layer).
+
 Where it does not reach: the hidden state inside torch's fused LSTM/GRU kernel stays float (only
 weights and the layer's input are quantized there); embeddings stay float (a lookup, no multiply).
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+
+from seqtool.errors import SeqtoolError
 
 # Layers whose 2-D+ weights are quantized: their parameter names (all weights of a recurrent layer).
 QUANTIZED_LAYERS = (nn.Linear, nn.Conv1d, nn.RNNBase)
@@ -87,9 +98,10 @@ def _weight_names(module: nn.Module) -> list[str]:
 
 
 def quantize_model(model: nn.Module, weights: int | None, activations: int | None) -> nn.Module:
-    """Fake-quantize (in place) the weights and inputs of every linear, convolution and recurrent layer."""
+    """Fake-quantize (in place) the weights and inputs of every linear, convolution and recurrent layer (torch's,
+    and the time-loop cells that declare themselves `quantizable`)."""
     for module in list(model.modules()):
-        if not isinstance(module, QUANTIZED_LAYERS):
+        if not (isinstance(module, QUANTIZED_LAYERS) or getattr(module, "quantizable", False)):
             continue
         if weights is not None:
             names = [n for n in _weight_names(module) if getattr(module, n).dim() >= 2]
@@ -98,6 +110,23 @@ def quantize_model(model: nn.Module, weights: int | None, activations: int | Non
         if activations is not None:
             module.input_quantizer = ActivationQuantizer(activations)
             module.input_quantizer.hook = module.register_forward_pre_hook(_quantize_input)
+    return model
+
+
+def _clip_output(bound: float, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    return output.clamp(-bound, bound)
+
+
+def clip_logits(model: nn.Module, bound: float) -> nn.Module:
+    """Clamp (in place) the logits of the model's output layer `out` (seqtool/models/base.py) to [-bound, bound]:
+    a hook where it is called, and `out.logit_clip` for the fused training loss (seqtool/models/losses.py),
+    which never calls it."""
+    out = getattr(model, "out", None)
+    if not isinstance(out, nn.Linear):
+        raise SeqtoolError(f"train.quantize.logits: {type(model).__name__} has no linear output layer `out` whose "
+                           "logits could be clipped")
+    out.logit_clip = bound
+    out.register_forward_hook(partial(_clip_output, bound))
     return model
 
 

@@ -199,6 +199,8 @@ class QuantizeSpec(Spec):
     weights: QuantBits | None = Field(None, description="bits of the layers' weights (1 = sign binarization; "
                                       "null: float)")
     activations: QuantBits | None = Field(None, description="bits of the layers' inputs (null: float)")
+    logits: float | None = Field(None, gt=0, description="GNMT's logit clipping: the output layer's logits clamped "
+                                 "to [-gamma, gamma] in training and decoding (paper: 25; null: off)")
 
 
 class TrainSpec(Spec):

@@ -16,6 +16,7 @@ CONFIGS = [
          bridge=True),
     dict(encoder_layers=3, decoder_layers=5, residual_from=2, attention="dot"),
     dict(encoder_layers=8, decoder_layers=8, embed_dim=12),
+    dict(encoder_layers=2, decoder_layers=3, accumulator_clip=0.5),  # every LSTM on the time loop, state and all
 ]
 
 

@@ -12,7 +12,8 @@ Cells (Chung et al. 2014 compare tanh-RNN, LSTM and GRU; the torch forms are kep
                    h_t = (1 - z) n + z h_{t-1}   (reset applied after U, z keeps the old state)
     gru_chung      Cho et al. 2014 / Chung et al. 2014: z, r = sigma(W x + U h), h~ = tanh(W x + U (r * h)),
                    h_t = (1 - z) h_{t-1} + z h~
-    lstm           torch's form (gates i, f, g, o): c_t = f c_{t-1} + i g, h_t = o tanh(N_c(c_t))
+    lstm           torch's form (gates i, f, g, o): c_t = f c_{t-1} + i g, h_t = o tanh(N_c(c_t)); with `clip: δ`
+                   (GNMT's accumulator clipping) c_t and h_t are clamped to [-δ, δ] at every step
     lstm_peephole  Graves 2013 (the LSTM of Chung et al. 2014): diagonal peepholes, i and f see c_{t-1},
                    o sees c_t
 Gates are normalized jointly per site: N_x over all gates of W x, N_h over all gates of U h, N_c on c_t
@@ -66,7 +67,8 @@ def compatibility_problem(cell: CellConfig, norm: ComponentConfig) -> str | None
 
 
 def uses_fused(cell: CellConfig, norm: ComponentConfig) -> bool:
-    return type(cell).fused_kind is not None and cell.fused and norm.name == "none"
+    clipped = getattr(cell, "clip", None) is not None  # the fused kernel hides c_t
+    return type(cell).fused_kind is not None and cell.fused and norm.name == "none" and not clipped
 
 
 class CellLayer(nn.Module):
@@ -140,6 +142,7 @@ class GatedCell(CellLayer):
 
     gates: ClassVar[int] = 1
     recurrent_gates: ClassVar[int | None] = None  # blocks of U h when fewer than `gates`
+    quantizable: ClassVar[bool] = True  # train.quantize fakes W and U as it does the fused kernels' (quantize.py)
     sites = ("x", "h")
 
     def __init__(self, norm: ComponentConfig, input_dim: int, hidden_dim: int):
@@ -181,15 +184,20 @@ class RNNCell(GatedCell):
 class LSTMCell(GatedCell):
     gates, core, sites = 4, 2, ("x", "h", "c")
 
-    def __init__(self, norm: ComponentConfig, input_dim: int, hidden_dim: int):
+    def __init__(self, norm: ComponentConfig, input_dim: int, hidden_dim: int, clip: float | None = None):
         super().__init__(norm, input_dim, hidden_dim)
         self.norm_c = build_norm(norm, hidden_dim, shift=True)
+        self.clip = clip
 
     def step(self, xw, core, t, memories, mask):
         h, c = core
         i, f, g, o = self.preactivation(xw, h, t, memories, mask).chunk(4, 1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        if self.clip is not None:  # GNMT's accumulator clipping, before c_t is read or carried on
+            c = c.clamp(-self.clip, self.clip)
         h = torch.sigmoid(o) * torch.tanh(self.normalize("c", c, t, memories, mask))
+        if self.clip is not None:
+            h = h.clamp(-self.clip, self.clip)
         return h, [h, c], memories
 
 
@@ -268,6 +276,9 @@ class GRUConfig(FusableConfig):
 
 class LSTMConfig(FusableConfig):
     fused_kind: ClassVar = "lstm"
+    clip: float | None = Field(None, gt=0, description="GNMT's accumulator clipping (Wu et al. 2016, section 6): "
+                               "c_t and h_t clamped to [-clip, clip] at every step (paper: 1; clamp's gradient); "
+                               "runs the time loop, as the fused kernel hides c_t (null: off)")
 
 
 @CELLS.register("rnn", config=RNNConfig)
@@ -282,7 +293,7 @@ def build_gru(cfg: GRUConfig, norm: ComponentConfig, input_dim: int, hidden_dim:
 
 @CELLS.register("lstm", config=LSTMConfig)
 def build_lstm(cfg: LSTMConfig, norm: ComponentConfig, input_dim: int, hidden_dim: int) -> LSTMCell:
-    return LSTMCell(norm, input_dim, hidden_dim)
+    return LSTMCell(norm, input_dim, hidden_dim, cfg.clip)
 
 
 @CELLS.register("gru_chung", config=CellConfig)

@@ -33,7 +33,9 @@ with shared embeddings, and the paper's beam search (length/coverage penalties a
 pruning rules, seqtool/decoding/search.py). Additions not in the paper: tied decoder input/output
 embeddings (Press and Wolf 2017), with a bias-free projection H -> E when the sizes differ, which
 also makes the vocabulary projection cheaper. Not implemented: model parallelism (one layer per
-GPU; pointless on one device), quantization-aware training and int8 inference (section 6), RL
+GPU; pointless on one device), int8 matrix multiplies in training (section 6; `train.quantize` fakes them, and
+`accumulator_clip` clips c_t and h_t inside every LSTM, though not the residual sums nor with the δ annealing;
+`train.quantize.logits` clips the logits), RL
 refinement with a GLEU reward (section 5), and the Adam-then-SGD schedule (a recipe choice).
 """
 
@@ -72,6 +74,10 @@ class GNMTConfig(ModelConfig):
     tie_embeddings: bool = Field(False, description="decoder input embedding = output projection")
     share_embeddings: bool = Field(False, description="encoder and decoder share embeddings (joint vocabulary)")
     init_scale: float | None = Field(0.04, gt=0, description="uniform init range (paper: 0.04; null: torch defaults)")
+    accumulator_clip: float | None = Field(
+        None, gt=0, description="section 6's accumulator clipping: every LSTM's c_t and h_t clamped to [-delta, "
+        "delta] at every step (paper: 1 at inference, annealed from 8 in training; here fixed); runs the LSTMs' "
+        "time loop instead of the fused kernel (slower: bench/cells.py; null: off)")
 
     @model_validator(mode="after")
     def _shapes_fit(self) -> GNMTConfig:
@@ -100,14 +106,15 @@ class GNMT(Seq2SeqModel):
         super().__init__()
         self.cfg = cfg
         E, H = cfg.embed_dim, cfg.hidden_dim
+        lstm = {"name": "lstm", "clip": cfg.accumulator_clip} if cfg.accumulator_clip is not None else "lstm"
         self.src_embed = nn.Embedding(sizes.src, E, padding_idx=PAD)
         self.tgt_embed = self.src_embed if cfg.share_embeddings else nn.Embedding(sizes.tgt, E, padding_idx=PAD)
-        self.encoder = RecurrentEncoder("lstm", E, H, cfg.encoder_layers, bidirectional_layers=1,
+        self.encoder = RecurrentEncoder(lstm, E, H, cfg.encoder_layers, bidirectional_layers=1,
                                         dropout=cfg.dropout, residual_from=cfg.residual_from)
         self.bridge = nn.Linear(H, H) if cfg.bridge else None
-        self.bottom = Recurrent("lstm", E, H)
+        self.bottom = Recurrent(lstm, E, H)
         self.attention = Attention(cfg.attention, H, H)
-        self.upper = nn.ModuleList(Recurrent("lstm", 2 * H, H) for _ in range(cfg.decoder_layers - 1))
+        self.upper = nn.ModuleList(Recurrent(lstm, 2 * H, H) for _ in range(cfg.decoder_layers - 1))
         self.drop = Dropout(cfg.dropout)
         out_dim = E if cfg.tie_embeddings else H
         self.project = nn.Linear(H, E, bias=False) if out_dim != H else nn.Identity()
