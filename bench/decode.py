@@ -6,7 +6,8 @@ Sources are the run's raw test split (or --src/--ref files), tokenized once outs
 --reference also decodes with a straightforward per-sentence beam search (one hypothesis at a time,
 a Python loop over hypotheses) over the same model and reports the speed ratio and whether every
 output is identical to the batched search (in the precision of the fastest row of the widest beam).
---precisions fp32,bf16 repeats every setting under each autocast dtype (decode.precision).
+--precisions fp32,bf16 repeats every setting under each autocast dtype (decode.precision); int8 decodes
+the run's int8 conversion (seqtool/decoding/int8.py).
 """
 
 from __future__ import annotations
@@ -128,6 +129,8 @@ def main() -> None:
     penalties = {k: v for k, v in (("alpha", args.alpha), ("beta", args.beta), ("prune_margin", args.prune_margin))
                  if v is not None}
     precisions = args.precisions.split(",") if args.precisions else [run.recipe.decode.precision]
+    models = {p: load_run(args.run, {"decode": {"precision": "int8"}}).model if p == "int8" else run.model
+              for p in precisions}  # int8 is a converted model, not an autocast dtype
     rows = []
     with torch.inference_mode():
         for precision, beam in ((p, int(b)) for p in precisions for b in args.beams.split(",")):
@@ -135,23 +138,24 @@ def main() -> None:
                                                                  **penalties})
             for batch in map(int, args.batches.split(",")):
                 with profiled(args.profile):
-                    rows.append(measure(run.model, sources, run.vocabs, refs, settings, batch, torch.device("cpu")))
+                    rows.append(measure(models[precision], sources, run.vocabs, refs, settings, batch,
+                                        torch.device("cpu")))
                 print(json.dumps({k: v for k, v in rows[-1].items() if k != "_tokens"}), file=sys.stderr)
         result = {"run": args.run, "sentences": len(sources), "threads": torch.get_num_threads(),
                   "rows": [{k: v for k, v in r.items() if k != "_tokens"} for r in rows]}
         if args.reference:
-            result["reference"] = compare_reference(run.model, sources, rows, run.recipe.decode, penalties)
+            result["reference"] = compare_reference(models, sources, rows, run.recipe.decode, penalties)
     print(json.dumps(result))
 
 
-def compare_reference(model, sources, rows, spec, penalties) -> dict:
+def compare_reference(models, sources, rows, spec, penalties) -> dict:
     """The per-sentence search against the batched rows of the largest beam."""
     beam = max(r["beam"] for r in rows)
     best = max((r for r in rows if r["beam"] == beam), key=lambda r: r["sentences_per_s"])
     settings = spec.model_copy(update={"beam": beam, "n_best": 1, "precision": best["precision"], **penalties})
     start = time.perf_counter()
     with autocast(settings.precision, torch.device("cpu")):
-        outputs = [reference_search(model, s, settings).tokens for s in sources]
+        outputs = [reference_search(models[settings.precision], s, settings).tokens for s in sources]
     seconds = time.perf_counter() - start
     return {"beam": beam, "precision": best["precision"], "sentences_per_s": len(sources) / seconds,
             "batched_sentences_per_s": best["sentences_per_s"],

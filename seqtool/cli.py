@@ -129,15 +129,23 @@ def _decode_overrides(**flags) -> dict:
 
 @app.command(name="eval")
 def evaluate(checkpoint: CheckpointOpt, split: Annotated[str, typer.Option(help="valid or test")] = "test",
+             src: Annotated[Path | None, typer.Option(help="translation: a source file, instead of a split")] = None,
+             ref: Annotated[Path | None, typer.Option(help="its reference translations (with --src)")] = None,
              as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
              beam: BeamOpt = None, alpha: AlphaOpt = None, length_penalty: LengthPenaltyOpt = None,
              beta: BetaOpt = None, prune_margin: PruneOpt = None, device: DeviceOpt = None) -> None:
-    """Perplexity (language models) or BLEU/chrF (translation) of a trained run on a split."""
-    from seqtool.commands.evaluate import evaluate_run, format_result
+    """Perplexity (language models) or BLEU/chrF (translation) of a trained run on a split, or of a
+    translation run on any source and reference file (--src, --ref)."""
+    from seqtool.commands.evaluate import evaluate_files, evaluate_run, format_result
 
     overrides = _decode_overrides(beam=beam, alpha=alpha, length_penalty=length_penalty, beta=beta,
                                   prune_margin=prune_margin)
-    result = evaluate_run(checkpoint, split, overrides, device or "auto")
+    if (src is None) != (ref is None):
+        raise SeqtoolError("--src and --ref go together (a source file and its reference translations)")
+    if src is not None:
+        result = evaluate_files(checkpoint, src, ref, overrides, device or "auto")
+    else:
+        result = evaluate_run(checkpoint, split, overrides, device or "auto")
     if as_json:
         print(json.dumps(result))
     else:
@@ -146,7 +154,8 @@ def evaluate(checkpoint: CheckpointOpt, split: Annotated[str, typer.Option(help=
 
 @app.command()
 def translate(
-    checkpoint: CheckpointOpt,
+    checkpoints: Annotated[list[Path], typer.Option("--checkpoint", "-c", help="run directory or checkpoint .pt "
+                                                    "file; repeat for an ensemble")],
     input: Annotated[Path | None, typer.Option("--input", "-i", help="source file (default stdin)")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="output file (default stdout)")] = None,
     beam: BeamOpt = None, alpha: AlphaOpt = None, length_penalty: LengthPenaltyOpt = None, beta: BetaOpt = None,
@@ -158,6 +167,17 @@ def translate(
     temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
     seed: Annotated[int, typer.Option(min=0, max=2**64 - 1, help="sampling seed")] = 1,
     device: DeviceOpt = None,
+    jsonl: Annotated[bool, typer.Option("--jsonl", help='input lines are {"text": ..., "constraints": [...]}: '
+                                        "each constraint phrase appears in the output")] = False,
+    weights: Annotated[str | None, typer.Option(help="ensemble weights, one per -c, comma-separated")] = None,
+    lm: Annotated[Path | None, typer.Option(help="language model run fused into the search (same target "
+                                            "vocabulary)")] = None,
+    lm_weight: Annotated[float, typer.Option(help="weight of the LM's log-probabilities")] = 0.2,
+    alignment: Annotated[bool, typer.Option("--alignment", help="append ' ||| i-j ...' word alignments from "
+                                            "attention")] = False,
+    attention_plot: Annotated[Path | None, typer.Option(help="write one attention heatmap PNG per line here")] = None,
+    attention_layer: Annotated[int | None, typer.Option(help="decoder layer whose attention to use (transformer, "
+                                                        "convs2s; -1 the last)")] = None,
 ) -> None:
     """Translate raw text line by line: one output line per input line (n-best: n lines each)."""
     from seqtool.commands.translate import run_translate
@@ -167,7 +187,101 @@ def translate(
                                   max_len_a=max_len_a, max_len_b=max_len_b, batch_tokens=batch_tokens,
                                   strategy=None if sample is None else ("sample" if sample else "beam"),
                                   temperature=temperature, top_k=top_k, top_p=top_p)
-    run_translate(checkpoint, input, output, overrides, device=device or "auto", seed=seed, warn=_err)
+    if attention_layer is not None:
+        overrides["model"] = {"attention_layer": attention_layer}
+    run_translate(checkpoints, input, output, overrides, device=device or "auto", seed=seed, warn=_err, jsonl=jsonl,
+                  weights=_numbers("--weights", weights), lm=lm, lm_weight=lm_weight, alignment=alignment,
+                  attention_plot=attention_plot)
+
+
+def _numbers(option: str, text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise SeqtoolError(f"{option} {text}: expected comma-separated numbers") from None
+
+
+@app.command()
+def plot(runs: Annotated[list[Path], typer.Argument(help="run directories")],
+         output: Annotated[Path | None, typer.Option("--output", "-o", help="directory for the PNGs")] = None,
+         terminal: Annotated[bool, typer.Option(help="print a text chart of the training loss instead")] = False
+         ) -> None:
+    """Plot training loss, learning rate and validation metrics against steps, runs overlaid (PNG)."""
+    from seqtool.commands.plot import plot_runs
+
+    if terminal == (output is not None):
+        raise SeqtoolError("give either --output DIR (PNG files) or --terminal (a text chart)")
+    for path in plot_runs(runs, None if terminal else output, print_=print):
+        _err(f"wrote {path}")
+
+
+@app.command()
+def export(checkpoint: CheckpointOpt,
+           output: Annotated[Path, typer.Option("--output", "-o", help="new directory for the exported model")],
+           format: Annotated[str, typer.Option("--format", help="onnx or torchscript")] = "onnx") -> None:
+    """Export a translation run's encoder and decoder step (ONNX or TorchScript) with its tokenizer."""
+    from seqtool.commands.export import export_run
+
+    manifest = export_run(checkpoint, format, output)
+    _err(f"exported {manifest['arch']} as {format} to {output}")
+
+
+@app.command()
+def logprob(
+    checkpoint: CheckpointOpt,
+    src: Annotated[Path, typer.Option(help="source file")],
+    tgt: Annotated[Path, typer.Option(help="target file, line-aligned with --src")],
+    word_scores: Annotated[bool, typer.Option("--word-scores", help="add each target token's log-probability")] = False,
+    alpha: AlphaOpt = None, length_penalty: LengthPenaltyOpt = None, beta: BetaOpt = None,
+    batch_tokens: Annotated[int | None, typer.Option(help="source tokens per batch")] = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Forced decoding: for each source/target pair, the run's log P(target | source), the score search
+    would give it (length/coverage penalties) and the target's token count, tab-separated."""
+    from seqtool.commands.logprob import run_logprob
+
+    overrides = _decode_overrides(alpha=alpha, length_penalty=length_penalty, beta=beta, batch_tokens=batch_tokens)
+    run_logprob(checkpoint, src, tgt, overrides, device=device or "auto", word_scores=word_scores, warn=_err)
+
+
+@app.command()
+def serve(
+    checkpoint: CheckpointOpt,
+    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port (0: a free one, printed)")] = 8000,
+    micro_batch_tokens: Annotated[int, typer.Option(min=1, help="source tokens a micro-batch gathers")] = 4096,
+    max_wait_ms: Annotated[float, typer.Option(min=0, help="how long a micro-batch waits for more")] = 5.0,
+    max_queue: Annotated[int, typer.Option(min=1, help="requests waiting at most (then 429)")] = 64,
+    max_sentences: Annotated[int, typer.Option(min=1, help="sentences per request at most (then 413)")] = 256,
+    max_body: Annotated[int, typer.Option(min=1, help="bytes per request body at most (then 413)")] = 1 << 20,
+    access_log: Annotated[bool, typer.Option(help="log every request on stderr")] = True,
+    device: DeviceOpt = None,
+) -> None:
+    """Serve a translation run over HTTP: POST /translate (JSON), GET /health, GET /info."""
+    from seqtool.serving.app import Limits
+    from seqtool.serving.server import serve_run
+
+    limits = Limits(max_body=max_body, max_sentences=max_sentences, max_queue=max_queue,
+                    micro_batch_tokens=micro_batch_tokens, max_wait_ms=max_wait_ms)
+    serve_run(checkpoint, host=host, port=port, device=device or "auto", limits=limits, access_log=access_log,
+              say=_err)
+
+
+@app.command()
+def quantize(
+    checkpoint: CheckpointOpt,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="default RUN/checkpoints/int8.pt")] = None,
+    max_drop: Annotated[float, typer.Option(help="refuse (exit 2) when int8 loses more BLEU than this")] = 0.5,
+    split: Annotated[str, typer.Option(help="the split measured")] = "valid",
+    beam: BeamOpt = None,
+) -> None:
+    """int8 decoding on a CPU: validation BLEU and speed in fp32 and int8, then the int8 model written
+    (decode it with `seqtool translate -c FILE`), unless BLEU drops by more than --max-drop."""
+    from seqtool.commands.quantize import quantize_run
+
+    print(json.dumps(quantize_run(checkpoint, output, max_drop, _decode_overrides(beam=beam), split)))
 
 
 @app.command()

@@ -1,13 +1,18 @@
-"""`seqtool eval`: a trained run measured on one split of its recipe's data."""
+"""`seqtool eval`: a trained run measured on one split of its recipe's data, or (translation) on any
+pair of source and reference files."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from seqtool.commands.runs import LoadedRun, load_run, pick_device, same_tokenizer
+from seqtool.commands.runs import LoadedRun, load_run, load_translation_run, pick_device, same_tokenizer
 from seqtool.commands.tasks import open_task, prepare_task, task_class
 from seqtool.data.prepare import prepared_dir
+from seqtool.data.textio import iter_pairs
+from seqtool.decoding.forced import force_lines
+from seqtool.decoding.translate import translate_lines
 from seqtool.errors import SeqtoolError
+from seqtool.evaluation.metrics import corpus_metrics, perplexity
 from seqtool.util.oom import out_of_memory_hint
 
 
@@ -38,6 +43,26 @@ def evaluate_run(target: Path, split: str, overrides: dict, device: str = "auto"
         metrics = task.evaluate(run.model, split, settings)
     return {"checkpoint": str(run.path), "step": run.payload.get("trainer", {}).get("step"), "task": run.recipe.task,
             "split": split, **metrics}
+
+
+def evaluate_files(target: Path, src: Path, ref: Path, overrides: dict, device: str = "auto") -> dict:
+    """What `eval` reports on a split, for a source file and its reference translations: the loss and
+    perplexity of the references (forced decoding) and the recipe's metrics of the translations."""
+    run = load_translation_run(target, overrides, device, "eval --src/--ref")
+    pairs = list(iter_pairs(src, ref))
+    if not pairs:
+        raise SeqtoolError(f"{src}: empty file")
+    sources, references = [s for s, _ in pairs], [r for _, r in pairs]
+    settings = run.recipe.decode.model_copy(update={"n_best": 1, "strategy": "beam"})
+    device_ = next(run.model.parameters()).device
+    with out_of_memory_hint("evaluating", "decode.batch_tokens or decode.beam (--beam)"):
+        forced = list(force_lines(run.model, run.vocabs, pairs, settings, device=device_))
+        hyps = [t.text for t in translate_lines(run.model, run.vocabs, sources, settings, device=device_)]
+    nll, count = -sum(f.log_prob for f in forced), sum(f.tokens for f in forced)
+    metrics = corpus_metrics(hyps, references, run.recipe.eval.metrics, run.recipe.eval.tokenize)
+    return {"checkpoint": str(run.path), "step": run.payload.get("trainer", {}).get("step"), "task": run.recipe.task,
+            "src": str(src), "ref": str(ref), "loss": nll / count, "ppl": perplexity(nll, count),
+            **{key: m.score for key, m in metrics.items()}}
 
 
 def format_result(result: dict) -> str:

@@ -17,16 +17,22 @@ import torch
 
 from seqtool.commands.recipes import Recipe, drop_retired, recipe_from_dict
 from seqtool.data.vocab import Vocabs
+from seqtool.decoding.int8 import int8_model
 from seqtool.errors import SeqtoolError
 from seqtool.models import MODELS
 from seqtool.models.base import VocabSizes
+from seqtool.models.quantize import quantize_model
 from seqtool.recipe.overrides import merged
 from seqtool.training.checkpoint import load_checkpoint
 from seqtool.util.ownership import is_run_dir
 
 
 def build_model(recipe: Recipe, sizes: VocabSizes) -> torch.nn.Module:
-    return MODELS.get(recipe.model.arch).builder(recipe.model, sizes)
+    """The recipe's model; fake-quantized when the recipe trains it quantized (so its checkpoints load)."""
+    model = MODELS.get(recipe.model.arch).builder(recipe.model, sizes)
+    if recipe.train.quantize is not None:
+        quantize_model(model, recipe.train.quantize.weights, recipe.train.quantize.activations)
+    return model
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -112,7 +118,19 @@ def load_run(target: str | Path, overrides: dict | None = None, device: torch.de
     except RuntimeError as err:
         raise SeqtoolError(f"{path}: weights do not fit model {recipe.model.arch!r} "
                            f"({str(err).splitlines()[0]})") from None
-    return LoadedRun(recipe, vocabs, model.to(device).eval(), payload, run_dir, path)
+    model = model.to(device).eval()
+    if recipe.decode.precision == "int8":
+        model = int8_model(model, device)
+    return LoadedRun(recipe, vocabs, model, payload, run_dir, path)
+
+
+def load_translation_run(target: str | Path, overrides: dict, device: str, command: str) -> LoadedRun:
+    """load_run for a command that needs a translation model."""
+    run = load_run(target, overrides, pick_device(device))
+    if run.recipe.task != "translation":
+        raise SeqtoolError(f"{run.path}: a {run.recipe.task!r} run ({run.recipe.model.arch}); {command} needs a "
+                           "translation run")
+    return run
 
 
 def pick_device(kind: str) -> torch.device:

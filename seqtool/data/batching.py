@@ -117,23 +117,28 @@ def shard(batches: list, rank: int, world: int) -> list:
     return batches[rank:usable:world]
 
 
-def stream_blocks(tokens: np.ndarray, rows: int, block_len: int) -> list[LMBatch]:
-    """Cut a token stream into `rows` contiguous streams and those into blocks of block_len steps.
-
-    Row r holds tokens [r*L, (r+1)*L] with L = ceil((N-1)/rows); past the end targets are PAD, so
-    every token is predicted exactly once (none is dropped to make rows equal).
-    """
-    n = len(tokens) - 1
+def stream_rows(values: np.ndarray, rows: int) -> np.ndarray:
+    """A stream cut into `rows` contiguous rows, (rows, L + 1) with L = ceil((N-1)/rows): row r holds
+    values [r*L, (r+1)*L], then PAD; each row's last value opens the next row."""
+    n = len(values) - 1
     length = -(-n // rows)
     data = np.full((rows, length + 1), PAD, dtype=np.int64)
     for r in range(rows):
-        piece = np.asarray(tokens[r * length : min((r + 1) * length + 1, n + 1)], dtype=np.int64)
+        piece = np.asarray(values[r * length : min((r + 1) * length + 1, n + 1)], dtype=np.int64)
         data[r, : len(piece)] = piece
+    return data
+
+
+def stream_blocks(tokens: np.ndarray, rows: int, block_len: int) -> list[LMBatch]:
+    """Cut a token stream into `rows` contiguous streams (stream_rows) and those into blocks of block_len
+    steps; past the end targets are PAD, so every token is predicted exactly once (none is dropped to make
+    rows equal). Block i's targets are stream_rows(...)[:, 1:][:, i*block_len : (i+1)*block_len]."""
+    data = stream_rows(tokens, rows)
     inputs = torch.from_numpy(data[:, :-1].copy())
     targets = torch.from_numpy(data[:, 1:].copy())
     targets[inputs == PAD] = PAD
     blocks = []
-    for start in range(0, length, block_len):
+    for start in range(0, data.shape[1] - 1, block_len):
         y = targets[:, start : start + block_len]
         blocks.append(LMBatch(inputs[:, start : start + block_len], y, int((y != PAD).sum()), start == 0))
     return blocks

@@ -44,6 +44,7 @@ class StreamSplit:
 
     tokens: np.ndarray
     words: int
+    gaps: np.ndarray | None = None  # generated retrieval text: per token, its query's gap (0: not an answer)
 
 
 class PreparedData:
@@ -75,7 +76,9 @@ class PreparedData:
 
     def stream(self, split: str) -> StreamSplit:
         self._check(split)
-        return StreamSplit(self._sequences(split, "text").tokens, self.manifest["splits"][split]["words"])
+        gaps = self.directory / f"{split}.gaps.bin"
+        return StreamSplit(self._sequences(split, "text").tokens, self.manifest["splits"][split]["words"],
+                           np.memmap(gaps, dtype=np.int32, mode="r") if gaps.is_file() else None)
 
     def raw_pairs(self, split: str) -> tuple[list[str], list[str]]:
         """Raw source lines and references of a valid/test split."""

@@ -6,6 +6,8 @@ Layout of a prepared directory:
     .seqtool-prepared            marks the directory as seqtool's to replace
     tokenizer/                   the Vocabs (see vocab.py)
     raw/                         generated corpora (synthetic tasks only)
+    <split>.gaps.bin             generated retrieval text: per token of the stream (int32), the gap of the
+                                 query whose answer it is (0: none; seqtool/data/retrieval.py)
     refs/<split>.src / .tgt      raw text of valid/test pairs, for decoding and BLEU
     <split>.<side>.bin / .idx    token ids (uint16 or int32) and int64 offsets per sentence
 Sides are src/tgt for translation and text for language models (one stream: EOS, then each line
@@ -27,12 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from seqtool import __version__
+from seqtool.data.retrieval import generate_documents
 from seqtool.data.synthetic import generate_pairs
 from seqtool.data.textio import iter_chunks, iter_lines, iter_pair_chunks, sha256_file
 from seqtool.data.tokenizer import EOS, train_tokenizer
 from seqtool.data.vocab import Vocabs, directory_sha256
 from seqtool.errors import SeqtoolError
-from seqtool.recipe.schema import Recipe, SplitSpec, TextDataSpec
+from seqtool.recipe.schema import GenerateSpec, Recipe, SplitSpec, TextDataSpec
 from seqtool.util.files import atomic_write_text
 from seqtool.util.ownership import PREPARED_MARKER, check_outside, check_replaceable, claim_run_dir, locked
 
@@ -67,7 +70,7 @@ def prepare(recipe: Recipe, log=print, verify=None) -> Path:
     def build(stage: Path) -> dict:
         sources = splits
         if spec.generate is not None:  # generated corpora are written into the stage first
-            _generate(spec, stage / "raw")
+            _generate(spec.generate, stage)
             sources = _resolve_splits(spec, stage)
         vocabs = _train_vocabs(recipe, sources["train"])
         vocabs.save(stage / "tokenizer")
@@ -147,6 +150,8 @@ def _resolve_splits(spec: TextDataSpec, out: Path) -> dict[str, SplitSpec]:
     """Split name to absolute file paths; generated corpora live in <prepared>/raw."""
     if spec.generate is not None:
         raw = out / "raw"
+        if spec.generate.task == "retrieval":
+            return {s: SplitSpec(text=str(raw / f"{s}.txt")) for s in SPLITS}
         return {s: SplitSpec(src=str(raw / f"{s}.src"), tgt=str(raw / f"{s}.tgt")) for s in SPLITS}
     root = data_root()
     resolved = {}
@@ -187,14 +192,28 @@ def _is_current(out: Path, fingerprint: dict) -> bool:
         return False
 
 
-def _generate(spec: TextDataSpec, raw: Path) -> None:
+def _generate(spec: GenerateSpec, stage: Path) -> None:
+    raw = stage / "raw"
     raw.mkdir(parents=True)
     for split in SPLITS:  # streamed: a large data.generate count never sits in memory
+        if spec.task == "retrieval":
+            _generate_text(spec, split, raw / f"{split}.txt", stage / f"{split}.gaps.bin")
+            continue
         with open(raw / f"{split}.src", "w", encoding="utf-8") as src, \
                 open(raw / f"{split}.tgt", "w", encoding="utf-8") as tgt:
-            for source, target in generate_pairs(spec.generate, split):
+            for source, target in generate_pairs(spec, split):
                 src.write(source + "\n")
                 tgt.write(target + "\n")
+
+
+def _generate_text(spec: GenerateSpec, split: str, text: Path, gaps: Path) -> None:
+    """Retrieval documents, one a line, and their gaps laid out as the stream _encode_text makes of them
+    (the word tokenizer gives one token a word)."""
+    with open(text, "w", encoding="utf-8") as words, open(gaps, "wb") as marks:
+        marks.write(np.zeros(1, np.int32).tobytes())  # the stream's opening EOS
+        for line, gaps_of_words in generate_documents(spec, split):
+            words.write(" ".join(line) + "\n")
+            marks.write(np.asarray([*gaps_of_words, 0], np.int32).tobytes())  # 0: the line's EOS
 
 
 def _train_vocabs(recipe: Recipe, train: SplitSpec) -> Vocabs:

@@ -17,6 +17,7 @@ a feature vector) and may be asked for an output (a class, per head; a multi-hot
              state as in Jaeger's memory capacity.
     tomita   binary strings, half in Tomita grammar g, classified at the last symbol (formal.py).
     dyck     strings of n bracket pairs, half balanced, the rest one substitution away (formal.py).
+    cfl      strings of a context-free language to model symbol by symbol, with their least loss (cfl.py).
     arma     windows of one simulated ARMA(p, q) series; the target at step t is x_{t+1} (card 13).
 """
 
@@ -37,6 +38,8 @@ class Examples:
     targets (R,) or (R, D) int classes (D heads), or (R, O) float values / multi-hot frames
     weight  like class targets ((R,) or (R, D)), or (R,) for float targets: True = in the loss
     scored  like weight: True = counted in accuracy
+    bound   (N,) float or None: each sequence's least reachable summed loss, where the distribution that
+            generated it is known (the -log p(w) of a context-free string, cfl.py)
     """
 
     inputs: np.ndarray
@@ -44,6 +47,7 @@ class Examples:
     weight: np.ndarray
     scored: np.ndarray
     offsets: np.ndarray
+    bound: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import queue
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from itertools import zip_longest
 from pathlib import Path
@@ -60,10 +62,16 @@ def decode_line(path: Path, number: int, raw: bytes, errors: str, hint: str = ""
 
 
 def iter_lines(path: Path, errors: str = "strict", hint: str = _HINT) -> Iterator[str]:
+    for _, text in iter_numbered_lines(path, errors, hint):
+        yield text
+
+
+def iter_numbered_lines(path: Path, errors: str = "strict", hint: str = _HINT) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line, for readers whose errors name the line."""
     for number, raw in _raw_lines(path):
         text = decode_line(path, number, raw, errors, hint)
         if text is not None:
-            yield text
+            yield number, text
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -76,6 +84,43 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+class _End:
+    """The read-ahead thread's last message: the input ended, or failed with `error`."""
+
+    def __init__(self, error: BaseException | None = None):
+        self.error = error
+
+
+def waiting_chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of the items already read when the consumer asks (at least one, at most `size`): for
+    input typed or piped in, where waiting for a full chunk would hold back the answer to a line
+    until more lines come. A thread reads ahead (at most `size` items, so memory stays bounded);
+    what arrives while a chunk is processed waits for the next. A reading error is raised here, after
+    the items before it."""
+    ahead: queue.Queue = queue.Queue(maxsize=size)
+
+    def read() -> None:
+        try:
+            for item in items:
+                ahead.put(item)
+            ahead.put(_End())
+        except BaseException as err:  # raised by the consumer, in its own thread
+            ahead.put(_End(err))
+
+    threading.Thread(target=read, daemon=True, name="read-ahead").start()
+    while True:
+        chunk = [ahead.get()]
+        while len(chunk) < size and not ahead.empty():
+            chunk.append(ahead.get())
+        end = chunk.pop() if isinstance(chunk[-1], _End) else None
+        if chunk:
+            yield chunk
+        if end is not None:
+            if end.error is not None:
+                raise end.error
+            return
 
 
 def iter_chunks(path: Path, errors: str = "strict") -> Iterator[list[str]]:
@@ -107,6 +152,12 @@ def iter_pair_chunks(src: Path, tgt: Path, errors: str = "strict") -> Iterator[t
             src_chunk, tgt_chunk = [], []
     if src_chunk:
         yield src_chunk, tgt_chunk
+
+
+def iter_pairs(src: Path, tgt: Path, errors: str = "strict") -> Iterator[tuple[str, str]]:
+    """The line pairs of two parallel files (iter_pair_chunks, one pair at a time)."""
+    for sources, targets in iter_pair_chunks(src, tgt, errors):
+        yield from zip(sources, targets)
 
 
 def count_lines(path: Path) -> int:

@@ -49,6 +49,16 @@ class Tokenizer(ABC):
     @abstractmethod
     def piece(self, index: int) -> str: ...
 
+    def word_ids(self, ids: Sequence[int]) -> list[int]:
+        """For each id, which whitespace word of the decoded text it belongs to: a piece that begins
+        with the word-start marker `▁` (sentencepiece, wordpiece) begins a word."""
+        words, out = -1, []
+        for i in ids:
+            if words < 0 or self.piece(int(i)).startswith("▁"):
+                words += 1
+            out.append(words)
+        return out
+
     @abstractmethod
     def _save_model(self, directory: Path) -> None: ...
 
@@ -110,6 +120,9 @@ class WordTokenizer(Tokenizer):
 
     def piece(self, index: int) -> str:
         return self.vocab[index]
+
+    def word_ids(self, ids: Sequence[int]) -> list[int]:
+        return list(range(len(ids)))
 
     def _save_model(self, directory: Path) -> None:
         (directory / "vocab.txt").write_text("\n".join(self.vocab) + "\n", encoding="utf-8")

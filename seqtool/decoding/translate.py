@@ -1,32 +1,52 @@
 """Raw text in, detokenized translations out: tokenize, batch by length, search, restore order.
 
-One path serves `translate`, `eval` and validation BLEU, so the three always agree. Input is
-processed in chunks, so memory stays bounded however long the input is.
+One path serves `translate`, `eval`, validation BLEU, the Python API and the server, so they always
+agree. Input is processed in chunks, so memory stays bounded however long the input is; streaming
+input (typed or piped in) is decoded as it arrives, whatever lines are waiting at a time. An input is
+a line, or a Source: a line and the phrases its translation must contain (lexical constraints,
+tokenized with the target tokenizer). With decode.alignment a translation also carries its word
+alignment and the attention matrix it came from.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from seqtool.data.batching import pad_rows
-from seqtool.data.textio import chunked
+from seqtool.data.textio import chunked, waiting_chunks
 from seqtool.data.vocab import Vocabs
-from seqtool.decoding.search import Hypothesis, search
+from seqtool.decoding.alignment import word_alignment
+from seqtool.decoding.search import Hypothesis, Phrases, search
 from seqtool.recipe.schema import DecodeSpec
-from seqtool.specials import EOS
+from seqtool.specials import EOS, SPECIALS, UNK
 from seqtool.util.memory import release_freed_memory
 
 CHUNK = 4096
 
 
 @dataclass
+class Source:
+    text: str
+    constraints: list[str] = field(default_factory=list)  # phrases the translation must contain
+
+
+@dataclass
+class AttentionMap:
+    weights: np.ndarray  # (target pieces, then EOS's step; source pieces, then the source EOS)
+    source: list[str]  # piece labels of the columns
+    target: list[str]  # piece labels of the rows
+
+
+@dataclass
 class Translation:
     text: str  # best hypothesis, detokenized
     nbest: list[tuple[str, float]]  # (text, score) best first
+    alignment: list[tuple[int, int]] | None = None  # (source word, target word) pairs of the best (decode.alignment)
+    attention: AttentionMap | None = None  # the best hypothesis's attention (decode.alignment)
 
 
 def decode_batches(lengths: np.ndarray, batch_tokens: int, batch_sentences: int | None = None) -> list[np.ndarray]:
@@ -44,35 +64,75 @@ def decode_batches(lengths: np.ndarray, batch_tokens: int, batch_sentences: int 
 
 def translate_ids(model, sources: list[np.ndarray], settings: DecodeSpec, *, batch_tokens: int,
                   batch_sentences: int | None = None, device: torch.device,
-                  generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
-    """Hypotheses for already-encoded sources, in input order."""
+                  generator: torch.Generator | None = None,
+                  constraints: Phrases | None = None) -> list[list[Hypothesis]]:
+    """Hypotheses for already-encoded sources (and the target-token phrases each must contain), in input order."""
     results: list[list[Hypothesis] | None] = [None] * len(sources)
     lengths = np.fromiter((len(s) for s in sources), dtype=np.int64, count=len(sources))
     for index in decode_batches(lengths, batch_tokens, batch_sentences):
         src = pad_rows([sources[i] for i in index], suffix=EOS).to(device)
-        for i, hyps in zip(index, search(model, src, src != 0, settings, generator)):
+        phrases = None if constraints is None else [constraints[i] for i in index]
+        for i, hyps in zip(index, search(model, src, src != 0, settings, generator, phrases)):
             results[i] = hyps
     return results
 
 
-def translate_lines(model, vocabs: Vocabs, lines: Iterable[str], settings: DecodeSpec, *, device: torch.device,
-                    warn: Callable[[str], None] = lambda _: None,
-                    generator: torch.Generator | None = None) -> Iterator[Translation]:
-    """Translations of raw lines, one per line, in order; over-long inputs are truncated with a warning.
-    Batch sizes and the input limit are the settings' too (decode.batch_tokens, batch_sentences, max_src_len)."""
-    max_src_len = settings.max_src_len
-    number = 0
-    for chunk in chunked(lines, CHUNK):
-        sources = []
-        for ids in vocabs.src.encode(chunk):
-            number += 1
-            if len(ids) > max_src_len:
-                warn(f"line {number}: {len(ids)} source tokens, truncated to decode.max_src_len={max_src_len}")
-                ids = ids[:max_src_len]
-            sources.append(np.asarray(ids, dtype=np.int64))
-        for hyps in translate_ids(model, sources, settings, batch_tokens=settings.batch_tokens,
-                                  batch_sentences=settings.batch_sentences, device=device, generator=generator):
+def encode_truncated(tokenizer, lines: list[str], limit: int, key: str, *, side: str = "source", first: int = 1,
+                     warn: Callable[[str], None] = lambda _: None) -> list[np.ndarray]:
+    """Token ids of lines numbered from `first`; a line over `limit` tokens (the setting `key`) is
+    truncated with a warning naming it."""
+    encoded = []
+    for number, ids in enumerate(tokenizer.encode(lines), start=first):
+        if len(ids) > limit:
+            warn(f"line {number}: {len(ids)} {side} tokens, truncated to {key}={limit}")
+            ids = ids[:limit]
+        encoded.append(np.asarray(ids, dtype=np.int64))
+    return encoded
+
+
+def translate_lines(model, vocabs: Vocabs, lines: Iterable[str | Source], settings: DecodeSpec, *,
+                    device: torch.device, warn: Callable[[str], None] = lambda _: None,
+                    generator: torch.Generator | None = None, streaming: bool = False) -> Iterator[Translation]:
+    """Translations of raw lines (or Sources), one per input, in order; over-long inputs are truncated
+    and constraints with unknown target tokens dropped, each with a warning. Batch sizes and the input
+    limit are the settings' too (decode.batch_tokens, batch_sentences, max_src_len).
+    `streaming`: decode the lines already waiting instead of waiting for a full chunk (interactive input)."""
+    number = 1
+    for chunk in waiting_chunks(lines, CHUNK) if streaming else chunked(lines, CHUNK):
+        items = [item if isinstance(item, Source) else Source(item) for item in chunk]
+        sources = encode_truncated(vocabs.src, [item.text for item in items], settings.max_src_len,
+                                   "decode.max_src_len", first=number, warn=warn)
+        phrases = [_phrases(vocabs, item.constraints, number + i, warn) for i, item in enumerate(items)]
+        number += len(items)
+        for ids, hyps in zip(sources, translate_ids(model, sources, settings, batch_tokens=settings.batch_tokens,
+                                                    batch_sentences=settings.batch_sentences, device=device,
+                                                    generator=generator,
+                                                    constraints=phrases if any(phrases) else None)):
             nbest = [(vocabs.tgt.decode(h.tokens), h.score) for h in hyps]
-            yield Translation(nbest[0][0], nbest)
+            translation = Translation(nbest[0][0], nbest)
+            if hyps[0].attention is not None:
+                translation.alignment, translation.attention = _attention(vocabs, ids, hyps[0])
+            yield translation
         release_freed_memory()
 
+
+def _phrases(vocabs: Vocabs, constraints: list[str], number: int, warn: Callable[[str], None]) -> list[list[int]]:
+    """Target ids of each constraint; one the target vocabulary cannot spell is dropped with a warning."""
+    kept = []
+    for text, ids in zip(constraints, vocabs.tgt.encode(constraints) if constraints else []):
+        if UNK in ids or not ids:
+            warn(f"line {number}: constraint {text!r} dropped: "
+                 f"{'empty' if not ids else 'the target vocabulary cannot spell it'}")
+        else:
+            kept.append(ids)
+    return kept
+
+
+def _attention(vocabs: Vocabs, source: np.ndarray, best: Hypothesis) -> tuple[list[tuple[int, int]], AttentionMap]:
+    """The best hypothesis's word alignment and its labelled attention matrix."""
+    weights = best.attention.numpy()
+    body = weights[: len(best.tokens)]  # without the EOS step
+    pairs = word_alignment(body, vocabs.src.word_ids(source.tolist()), vocabs.tgt.word_ids(best.tokens))
+    eos = SPECIALS[EOS]
+    target = [vocabs.tgt.piece(t) for t in best.tokens] + [eos] * (weights.shape[0] - len(best.tokens))
+    return pairs, AttentionMap(weights, [vocabs.src.piece(int(i)) for i in source] + [eos], target)

@@ -2,12 +2,16 @@
 through these, never by looking inside it.
 
     Model              every model: `loss(batch, label_smoothing, state) -> LossOut` for the trainer,
-                       and two hooks with neutral defaults: `schedule_clock(step)` (where the trainer
-                       reads its learning-rate schedule) and `validated(metrics)` (after each
-                       validation: a per-validation switch such as MemN2N's linear start)
+                       and three hooks with neutral defaults: `schedule_clock(step)` (where the trainer
+                       reads its learning-rate schedule), `validated(metrics)` (after each
+                       validation: a per-validation switch such as MemN2N's linear start) and
+                       `training_report()` (numbers logged with each training log line, such as a
+                       DEQ's solver iterations and residual)
     Seq2SeqModel       translation: teacher-forced `forward(src, src_mask, tgt_in)` and
                        `encode / start / step` with an explicit, reorderable state for search
-    LanguageModel      `forward(inputs, state) -> (features, state)`; state carried between blocks
+    LanguageModel      `forward(inputs, state) -> (features, state)`; state carried between blocks;
+                       `target_log_probs(features, targets)` for scoring given text and
+                       `predict(features)`, the most likely next tokens
     ClassifierModel    one answer per example (bAbI QA): `forward(story, query) -> (logits, extra)`
     SequenceClassifier one label per sequence (task classify): `forward(tokens, mask) -> logits`
     SequenceModel      an output at every step (sequence tasks): `outputs(batch)` and `describe()`
@@ -27,7 +31,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from seqtool.models.losses import output_loss
+from seqtool.models.adaptive import adaptive_loss
+from seqtool.models.losses import objective_loss, output_loss, target_log_probs
+from seqtool.specials import PAD
 
 
 @dataclass
@@ -87,6 +93,12 @@ class Model(nn.Module, ABC):
         """Take the metrics of a validation (rank 0 only); returns values to report with them."""
         return {}
 
+    def training_report(self) -> dict[str, float]:
+        """Numbers about the latest training step to log beside the training loss (rank 0, at each
+        training log line); none by default. They describe that step, not a window of steps, so a
+        resumed run logs what the uninterrupted one did."""
+        return {}
+
 
 class Seq2SeqModel(Model):
     """An encoder-decoder. Subclasses implement forward (teacher forcing), encode, start and step,
@@ -119,18 +131,48 @@ class Seq2SeqModel(Model):
 
 class LanguageModel(Model):
     """A left-to-right LM. Subclasses implement forward(inputs, state) -> (features, state) and own
-    an output layer `self.out`."""
+    an output layer: `self.out` (nn.Linear, a full softmax) or `self.adaptive` (an adaptive softmax,
+    seqtool/models/adaptive.py; label smoothing does not apply to it)."""
 
     out: nn.Linear
+    adaptive: nn.AdaptiveLogSoftmaxWithLoss  # where set; not a class attribute, which would hide the module
 
     @abstractmethod
     def forward(self, inputs: torch.Tensor, state=None):
         """Features (B, T, D) before the output layer, and the state after the block."""
 
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, T) the most likely next token at each position of forward's features."""
+        adaptive = getattr(self, "adaptive", None)
+        if adaptive is not None:
+            return adaptive.predict(features.flatten(0, 1).float()).view(features.shape[:-1])
+        return self.out(features).argmax(-1)
+
     def loss(self, batch, label_smoothing: float = 0.0, state=None) -> LossOut:
         features, state = self(batch.inputs, None if batch.first else state)
-        loss, nll = output_loss(features, batch.targets, self.out, label_smoothing)
+        adaptive = getattr(self, "adaptive", None)
+        if adaptive is not None:
+            loss, nll = adaptive_loss(adaptive, features, batch.targets)
+        else:
+            loss, nll = output_loss(features, batch.targets, self.out, label_smoothing)
         return LossOut(loss, nll, batch.ntokens, detach(state))
+
+    def log_probs(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, V) next-token log-probabilities (float32) for features (N, D)."""
+        adaptive = getattr(self, "adaptive", None)
+        if adaptive is not None:
+            return adaptive.log_prob(features.float())
+        return torch.log_softmax(self.out(features).float(), -1)
+
+    def target_log_probs(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """log p(y_t | y_<t) of each target (B, T) from forward's features, 0 at PAD."""
+        adaptive = getattr(self, "adaptive", None)
+        if adaptive is None:
+            return target_log_probs(features, targets, self.out)
+        keep = targets != PAD
+        result = torch.zeros(targets.shape, device=features.device)
+        result[keep] = adaptive(features[keep].float(), targets[keep]).output
+        return result
 
 
 def detach(value):
@@ -168,11 +210,16 @@ class SequenceClassifier(Model):
 
 
 class SequenceModel(Model):
-    """An output at every step of an input sequence (tasks synthetic and music)."""
+    """An output at every step of an input sequence (tasks synthetic and music); the default loss is the
+    objective the batch names (cross-entropy, Bernoulli NLL or squared error) over its weighted outputs."""
 
     @abstractmethod
     def outputs(self, batch) -> torch.Tensor:
         """(B, T, O) outputs for a SequenceBatch: logits per class head, Bernoulli logits or real values."""
+
+    def loss(self, batch, label_smoothing: float = 0.0, state=None) -> LossOut:
+        loss, nll = objective_loss(self.outputs(batch), batch, label_smoothing)
+        return LossOut(loss, nll, batch.ntokens)
 
     def describe(self) -> dict[str, float]:
         """Model-specific numbers reported with the evaluation metrics (none by default)."""

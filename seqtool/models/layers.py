@@ -1,7 +1,9 @@
-"""Pieces several model families share: attention and fast dropout (the recurrent stacks are in
-seqtool/models/recurrent/layers.py)."""
+"""Pieces several model families share: attention, fast dropout and sinusoidal positions (the
+recurrent stacks are in seqtool/models/recurrent/layers.py)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -75,3 +77,11 @@ class Dropout(nn.Module):
         bits = torch.empty((n + 7) // 8, dtype=torch.int64, device=x.device).random_(-(2**63), None)
         keep = bits.view(torch.uint8)[:n].view(x.shape) >= self.threshold
         return x.mul(keep).mul_(self.scale)
+
+
+def sinusoids(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Vaswani et al. (2017) sec. 3.5: P(pos, 2i) = sin(pos / 10000^(2i/d)), P(pos, 2i+1) = cos(...):
+    (...) positions -> (..., dim)."""
+    freq = torch.exp(torch.arange(0, dim, 2, device=positions.device) * (-math.log(10000.0) / dim))
+    angle = positions.unsqueeze(-1).float() * freq
+    return torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(-2)

@@ -8,6 +8,9 @@ The rows are processed in chunks and the gradients formed in the forward pass, s
 never exist at once; on a CPU this is ~40% faster than linear + cross_entropy with identical results.
 Under bf16 autocast the three matmuls take bf16 operands (the output layer is most of a small
 translation model's arithmetic), while the logits, softmax, loss and accumulated gradients stay fp32.
+
+objective_loss: the per-step objectives of sequence models (tasks synthetic and music), whichever
+family computes their outputs: cross-entropy per class head, Bernoulli NLL, squared error.
 """
 
 from __future__ import annotations
@@ -93,3 +96,39 @@ def output_loss(features: torch.Tensor, targets: torch.Tensor, out: nn.Linear,
         loss, nll = _LinearCrossEntropy.apply(h, out.weight.float(), bias.float(), targets[keep], epsilon, CHUNK,
                                               dtype)
     return loss, nll.detach()
+
+
+def target_log_probs(features: torch.Tensor, targets: torch.Tensor, out: nn.Linear) -> torch.Tensor:
+    """log p_i[y_i] of every target under the full softmax of `out`, shaped as targets, 0 at PAD (in
+    fp32, in chunks of rows as the loss is, so the (N, V) log-probabilities never exist at once)."""
+    keep = targets != PAD
+    h, y = features[keep].float(), targets[keep]
+    result = torch.zeros(targets.shape, device=features.device)
+    chunks = []
+    with torch.autocast(h.device.type, enabled=False):
+        for start in range(0, len(y), CHUNK):
+            logits = out(h[start : start + CHUNK]).float()
+            chosen = logits.gather(1, y[start : start + CHUNK].unsqueeze(1)).squeeze(1)
+            chunks.append(chosen - torch.logsumexp(logits, dim=1))
+    if chunks:
+        result[keep] = torch.cat(chunks)
+    return result
+
+
+def objective_loss(outputs: torch.Tensor, batch, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training loss, detached loss without smoothing), summed over the batch's weighted outputs."""
+    if batch.objective == "ce":
+        heads = batch.targets.size(-1) if batch.targets.dim() == 3 else 1
+        logits = outputs.view(*batch.targets.shape[:2], heads, -1)[batch.weight.view(*batch.targets.shape[:2], heads)]
+        targets = batch.targets[batch.weight]
+        nll = nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+        if not label_smoothing:
+            return nll, nll.detach()
+        return nn.functional.cross_entropy(logits.float(), targets, reduction="sum",
+                                           label_smoothing=label_smoothing), nll.detach()
+    picked, targets = outputs[batch.weight].float(), batch.targets[batch.weight]
+    if batch.objective == "bce":
+        loss = nn.functional.binary_cross_entropy_with_logits(picked, targets, reduction="sum")
+    else:
+        loss = (picked - targets).square().sum()
+    return loss, loss.detach()

@@ -13,6 +13,7 @@ from seqtool.models.config import SECTION, ModelConfig
 RECIPE_VERSION = 1
 LengthPenalty = Literal["gnmt", "fairseq", "none"]  # the forms seqtool.decoding.penalties computes
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # autocast dtypes, as seqtool.util.precision reads them
+DecodePrecision = Literal["auto", "fp32", "bf16", "fp16", "int8"]  # int8: dynamic quantization on a CPU
 Device = Literal["auto", "cpu", "cuda"]  # no cuda:N: a run's rank picks its GPU (CUDA_VISIBLE_DEVICES narrows them)
 Seed = Annotated[int, Field(ge=0, lt=2**64)]  # what numpy's default_rng and torch.manual_seed both take
 # Upper bounds on sizes that are held in memory at once or multiply into an allocation: far above any
@@ -45,17 +46,37 @@ class SplitSpec(Spec):
 class GenerateSpec(Spec):
     """A synthetic corpus made by seqtool itself from a seed (no files needed)."""
 
-    task: Literal["num2words", "copy", "reverse"] = Field(
-        description="num2words: digits to English words; copy/reverse: random symbol strings"
+    task: Literal["num2words", "copy", "reverse", "retrieval"] = Field(
+        description="num2words: digits to English words; copy/reverse: random symbol strings (translation "
+        "pairs); retrieval: key->value bindings queried far later (running text for task lm)"
     )
-    train: int = Field(20000, gt=0, le=MAX_GENERATED, description=f"training pairs (at most {MAX_GENERATED:,})")
-    valid: int = Field(500, gt=0, le=MAX_GENERATED, description=f"validation pairs (at most {MAX_GENERATED:,})")
-    test: int = Field(500, gt=0, le=MAX_GENERATED, description=f"test pairs (at most {MAX_GENERATED:,})")
+    train: int = Field(20000, gt=0, le=MAX_GENERATED, description=f"training pairs or retrieval documents (at "
+                       f"most {MAX_GENERATED:,})")
+    valid: int = Field(500, gt=0, le=MAX_GENERATED, description=f"validation pairs or documents (at most "
+                       f"{MAX_GENERATED:,})")
+    test: int = Field(500, gt=0, le=MAX_GENERATED, description=f"test pairs or documents (at most {MAX_GENERATED:,})")
     seed: Seed = Field(1, description="generator seed (independent of the training seed; 0 to 2^64-1)")
     max_digits: int = Field(6, ge=1, le=12, description="num2words: largest number has this many digits")
     symbols: int = Field(10, ge=2, le=26, description="copy/reverse: alphabet size")
     min_len: int = Field(3, ge=1, description="copy/reverse: shortest string")
     max_len: int = Field(12, ge=1, description="copy/reverse: longest string")
+    keys: int = Field(16, ge=1, description="retrieval: distinct keys (at most this many bindings are open)")
+    values: int = Field(16, ge=2, description="retrieval: distinct values (chance accuracy 1/values)")
+    fillers: int = Field(16, ge=1, description="retrieval: distinct filler words")
+    doc_len: int = Field(512, gt=0, description="retrieval: words per document (one line; a query may end it "
+                         "2 words later)")
+    gaps: tuple[int, int] = Field((40, 100), description="retrieval: a key is queried between lo and hi tokens "
+                                  "after its binding (later when queries queue)")
+    rate: float = Field(0.1, gt=0, le=1, description="retrieval: chance of a binding at each word while a key "
+                        "is free")
+    band: int = Field(16, gt=0, description="retrieval: evaluation reports accuracy per band of this many "
+                      "tokens of gap (accuracy_gap<start>)")
+
+    @model_validator(mode="after")
+    def _gaps_order(self) -> GenerateSpec:
+        if not 1 <= self.gaps[0] <= self.gaps[1]:
+            raise ValueError(f"gaps: [lo, hi] with 1 <= lo <= hi, got {list(self.gaps)}")
+        return self
 
 
 class TokenizerSpec(Spec):
@@ -169,6 +190,17 @@ class EarlyStopSpec(Spec):
     patience: int | None = Field(None, ge=1, description="stop after this many validations without improvement")
 
 
+QuantBits = Literal[1, 2, 4, 8]
+
+
+class QuantizeSpec(Spec):
+    """Quantized training (Hubara et al. 2018): k-bit fake quantization with the straight-through estimator
+    of linear, convolution and recurrent layers (seqtool/models/quantize.py)."""
+    weights: QuantBits | None = Field(None, description="bits of the layers' weights (1 = sign binarization; "
+                                      "null: float)")
+    activations: QuantBits | None = Field(None, description="bits of the layers' inputs (null: float)")
+
+
 class TrainSpec(Spec):
     optimizer: OptimSpec = Field(default_factory=OptimSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
@@ -193,6 +225,8 @@ class TrainSpec(Spec):
     device: Device = Field("auto", description="auto = cuda when available")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch (null: torch's default)")
     compile: bool = Field(False, description="torch.compile the model")
+    quantize: QuantizeSpec | None = Field(
+        None, description="quantized training: {weights: k, activations: k} bits (null: float training)")
     validate_every: int = Field(1000, gt=0, description="validate every N steps (and at the end)")
     max_bad_steps: int = Field(
         5, ge=1, description="stop after this many consecutive steps with a NaN/inf loss (each is skipped)"
@@ -219,8 +253,10 @@ class DecodeSpec(Spec):
     max_len_b: int = Field(10, ge=1)
     max_output: int = Field(1024, gt=0, description="output length limit whatever a and b say (tokens, EOS included)")
     max_src_len: int = Field(256, gt=0, description="translate: longer inputs are truncated (with a warning)")
-    precision: Precision = Field(
-        "auto", description="autocast dtype while decoding (validation, eval, translate); as train.precision")
+    precision: DecodePrecision = Field(
+        "auto", description="autocast dtype while decoding (validation, eval, translate); as train.precision; "
+        "int8: a loaded model's linear and LSTM layers become int8 (dynamic quantization, CPU only; validation "
+        "while training stays float)")
     batch_tokens: int = Field(6000, gt=0, le=MAX_BATCH_TOKENS, description="padded source tokens per decoding batch "
                               f"(at most {MAX_BATCH_TOKENS:,}); lower it or the beam when decoding runs out of memory")
     batch_sentences: int | None = Field(None, gt=0, description="at most this many sentences per decoding batch")
@@ -229,6 +265,9 @@ class DecodeSpec(Spec):
     temperature: float = Field(1.0, gt=0)
     top_k: int = Field(0, ge=0, description="sampling: keep the k most likely tokens (0 = all)")
     top_p: float = Field(1.0, gt=0, le=1, description="sampling: nucleus mass")
+    alignment: bool = Field(False, description="keep each hypothesis's attention at every step, for word "
+                            "alignments (translate --alignment) and attention plots; costs beam x output length x "
+                            "source length floats per sentence while decoding")
 
     @model_validator(mode="after")
     def _n_best_fits(self) -> DecodeSpec:
@@ -268,7 +307,7 @@ class LogSpec(Spec):
 class Recipe(Spec):
     recipe_version: int = Field(RECIPE_VERSION, description="recipe format version")
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="run name; default run dir runs/<name>")
-    task: str = Field("translation", description="a registered task: translation, lm, qa, synthetic, music "
+    task: str = Field("translation", description="a registered task: translation, lm, qa, synthetic, music, classify "
                       "(seqtool/tasks); it decides which keys `data` takes")
     seed: Seed = Field(1, description="seed for initialisation, batch order and dropout (0 to 2^64-1)")
     output_dir: str | None = Field(None, description="run directory (default runs/<name>)")

@@ -4,6 +4,6 @@ Each task module registers its class in TASKS; recipes name it with `task:`.
 """
 
 from seqtool.registry import TASKS
-from seqtool.tasks import lm, qa, sequence, translation  # noqa: F401  (sequence: synthetic, music)
+from seqtool.tasks import classify, lm, qa, sequence, translation  # noqa: F401  (sequence: synthetic, music)
 
 __all__ = ["TASKS"]

@@ -10,7 +10,7 @@ what was consumed), `batch(item)` makes the tensors the model's `loss` takes, `v
 measure a model and return plain numbers, among them every name in `metrics` that early stopping may
 select (seqtool/metric_table.py says which way each is better). The models a task trains keep one of
 the contracts in seqtool/models/base.py: translation a Seq2SeqModel, lm a LanguageModel, qa a
-ClassifierModel, synthetic and music a SequenceModel.
+ClassifierModel, synthetic and music a SequenceModel, classify a SequenceClassifier.
 """
 
 from __future__ import annotations
@@ -19,9 +19,13 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
+
+from seqtool.data.batching import shard
 from seqtool.data.datasets import PreparedData
 from seqtool.data.prepare import prepare
 from seqtool.data.vocab import Vocabs
+from seqtool.errors import SeqtoolError
 from seqtool.models.base import VocabSizes
 
 
@@ -72,3 +76,32 @@ class Task(ABC):
     def format_result(cls, result: dict) -> str:
         """`seqtool eval` without --json: one `key<TAB>value` line per result (tasks may add a table)."""
         return "".join(f"{k}\t{v:.4f}\n" if isinstance(v, float) else f"{k}\t{v}\n" for k, v in result.items())
+
+
+class ExampleTask(Task):
+    """A task over whole examples with one answer each (qa, classify): splits read lazily from the
+    prepared directory by `split_class(directory, name)`, and every training example once an epoch,
+    shuffled by (seed, epoch), in batches of train.batch_size (else `default_batch`)."""
+
+    split_class: ClassVar[type]
+    default_batch: ClassVar[int] = 32
+
+    def __init__(self, recipe, directory: Path, device, *, rank: int = 0, world: int = 1):
+        super().__init__(recipe, directory, device, rank=rank, world=world)
+        self._splits: dict = {}
+
+    def split(self, name: str):
+        if name not in self._splits:
+            if not self.data.has(name):
+                have = ", ".join(self.data.manifest["splits"])
+                raise SeqtoolError(f"{self.directory}: no {name!r} split (have: {have})")
+            self._splits[name] = self.split_class(self.directory, name)
+        return self._splits[name]
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        size = self.recipe.train.batch_size or self.default_batch
+        order = np.random.default_rng([self.recipe.seed, epoch]).permutation(len(self.split("train")))
+        return shard([order[i : i + size] for i in range(0, len(order), size)], self.rank, self.world)
+
+    def batch(self, item: np.ndarray):
+        return self.split("train").collate(item).to(self.device)

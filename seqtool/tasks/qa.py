@@ -15,11 +15,9 @@ import torch
 from pydantic import Field, model_validator
 
 from seqtool.data.babi import TASK_NAMES, BabiSplit, prepare_babi
-from seqtool.data.batching import shard
-from seqtool.errors import SeqtoolError
 from seqtool.recipe.schema import DataSpec, Spec, TokenizerSpec
 from seqtool.registry import TASKS
-from seqtool.tasks.base import Task
+from seqtool.tasks.base import ExampleTask
 
 DEFAULT_BATCH = 32  # questions per batch when train.batch_size is not set (paper: 32)
 EVAL_BATCH = 250
@@ -61,12 +59,10 @@ class QADataSpec(DataSpec):
 
 
 @TASKS.register("qa", config=QADataSpec)
-class QATask(Task):
+class QATask(ExampleTask):
     metrics = ("loss", "accuracy")
-
-    def __init__(self, recipe, directory, device, *, rank: int = 0, world: int = 1):
-        super().__init__(recipe, directory, device, rank=rank, world=world)
-        self._splits: dict[str, BabiSplit] = {}
+    split_class = BabiSplit
+    default_batch = DEFAULT_BATCH
 
     @classmethod
     def prepare(cls, recipe, log, verify=None):
@@ -78,23 +74,6 @@ class QATask(Task):
         if recipe.data.tokenizer.kind != "word":
             problems.append("task 'qa' needs data.tokenizer.kind: word (each answer is one word)")
         return problems
-
-    def split(self, name: str) -> BabiSplit:
-        if name not in self._splits:
-            if not self.data.has(name):
-                have = ", ".join(self.data.manifest["splits"])
-                raise SeqtoolError(f"{self.directory}: no {name!r} split (have: {have})")
-            self._splits[name] = BabiSplit(self.directory, name)
-        return self._splits[name]
-
-    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
-        """Every training question once, shuffled by (seed, epoch), in batches of train.batch_size."""
-        size = self.recipe.train.batch_size or DEFAULT_BATCH
-        order = np.random.default_rng([self.recipe.seed, epoch]).permutation(len(self.split("train")))
-        return shard([order[i : i + size] for i in range(0, len(order), size)], self.rank, self.world)
-
-    def batch(self, item: np.ndarray):
-        return self.split("train").collate(item).to(self.device)
 
     def evaluate(self, model, name: str, settings=None, limit: int | None = None) -> dict[str, float]:
         """Loss, accuracy over questions, error (%) per task, their mean and the failed-task count."""

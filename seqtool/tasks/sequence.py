@@ -1,5 +1,6 @@
 """Sequence tasks for recurrent cells and norms: `synthetic` (generated from a seed: copy, denoise, adding,
-recall, tomita, dyck, arma; seqtool/data/sequences.py, formal.py) and `music` (piano rolls; data/music.py).
+recall, tomita, dyck, arma, cfl; seqtool/data/sequences.py, formal.py, cfl.py) and `music` (piano rolls;
+data/music.py).
 
 `prepare` writes each split's arrays (.npy) and a manifest with what the model reads and predicts:
     input   symbols (one-hot encoded in batches) or features, `size` wide
@@ -8,7 +9,10 @@ recall, tomita, dyck, arma; seqtool/data/sequences.py, formal.py) and `music` (p
 `sizes()` tells the model VocabSizes(src = input width, tgt = outputs per step = size * heads).
 Metrics: `loss` (the objective per weighted output: cross-entropy per symbol, NLL per music frame, MSE),
 and for classes `accuracy` over the scored outputs (the recalled symbols, the string labels; per head
-`accuracy_k<delay>` and `max_delay`, the largest delay recalled with accuracy >= 0.9, for recall).
+`accuracy_k<delay>` and `max_delay`, the largest delay recalled with accuracy >= 0.9, for recall; no
+accuracy when a split scores nothing). Where the generating distribution is known (cfl) a split carries
+each sequence's least reachable loss: `min_loss` is their sum per output and `gap` = loss - min_loss, in
+nats per symbol (the distance to the task's minimum cross-entropy).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from seqtool.data import formal, sequences
+from seqtool.data import cfl, formal, sequences
 from seqtool.data.batching import shard
 from seqtool.data.datasets import PreparedData
 from seqtool.data.music import load_music
@@ -29,12 +33,14 @@ from seqtool.data.prepare import FORMAT, build_prepared, data_root, manifest_hea
 from seqtool.data.sequences import Examples
 from seqtool.errors import SeqtoolError
 from seqtool.models.base import VocabSizes
+from seqtool.models.losses import objective_loss
 from seqtool.recipe.schema import MAX_GENERATED, DataSpec, Seed, Spec
 from seqtool.registry import TASKS
 from seqtool.tasks.base import Task
 
 SPLITS = ("train", "valid", "test")
 ARRAYS = ("inputs", "targets", "weight", "scored", "offsets")
+BOUND = "bound"  # optional: each sequence's least reachable loss
 DEFAULT_BATCH = 64
 EVAL_BATCH = 500
 RECALLED = 0.9  # recall: a delay counts as recalled at this accuracy
@@ -44,9 +50,10 @@ class SyntheticSpec(Spec):
     """Sequence tasks generated from a seed for recurrent cells and norms (seqtool/data/sequences.py,
     formal.py), read by task synthetic."""
 
-    kind: Literal["copy", "denoise", "adding", "recall", "tomita", "dyck", "arma"] = Field(
+    kind: Literal["copy", "denoise", "adding", "recall", "tomita", "dyck", "arma", "cfl"] = Field(
         description="copy/denoise: recall K symbols after a delay; adding: sum two marked values; recall: x_{t-k} "
-        "for each delay k; tomita/dyck: classify a string; arma: predict a simulated ARMA series"
+        "for each delay k; tomita/dyck: classify a string; arma: predict a simulated ARMA series; cfl: model the "
+        "strings of a context-free language symbol by symbol"
     )
     train: int = Field(10000, gt=0, le=MAX_GENERATED, description=f"training sequences (at most {MAX_GENERATED:,}; "
                        "all are held in memory)")
@@ -56,12 +63,21 @@ class SyntheticSpec(Spec):
     length: int = Field(100, gt=0, description="copy/denoise: the delay T; adding/recall: sequence length; "
                         "arma: window length")
     count: int = Field(10, gt=0, description="copy/denoise: K, the symbols to recall")
-    symbols: int = Field(8, ge=2, description="copy/denoise/recall: alphabet size; dyck: bracket kinds")
+    symbols: int = Field(8, ge=2, description="copy/denoise/recall: alphabet size; dyck: bracket kinds; cfl: symbol "
+                         "types of the reversals, bracket kinds of dyck")
     delays: list[int] = Field([1, 2, 4, 8, 16, 32], min_length=1, description="recall: the delays asked for, "
                               "one output head each")
     grammar: int = Field(4, ge=1, le=7, description="tomita: grammar number (Tomita 1982)")
-    train_lengths: tuple[int, int] = Field((1, 20), description="tomita/dyck: train and valid string lengths [lo, hi]")
-    test_lengths: tuple[int, int] = Field((30, 60), description="tomita/dyck: test string lengths [lo, hi]")
+    train_lengths: tuple[int, int] = Field((1, 20), description="tomita/dyck/cfl: train and valid string lengths "
+                                           "[lo, hi]")
+    test_lengths: tuple[int, int] = Field((30, 60), description="tomita/dyck/cfl: test string lengths [lo, hi]")
+    language: Literal["marked_reversal", "unmarked_reversal", "padded_reversal", "dyck"] = Field(
+        "marked_reversal", description="cfl: w#w^R, ww^R, w a^m w^R or balanced brackets (seqtool/data/cfl.py; "
+        "each string drawn from a PCFG given its length, the length uniform over the range's valid lengths)")
+    mean_splits: float = Field(1.0, gt=0, description="cfl dyck: mean bracket splits (S -> S T at rate m/(m+1))")
+    mean_nesting: float = Field(40.0, gt=1, description="cfl dyck: mean nesting depth")
+    mean_content: float = Field(60.0, gt=0, description="cfl padded_reversal: mean length of w")
+    mean_padding: float = Field(30.0, gt=0, description="cfl padded_reversal: mean padding length m")
     ar: list[float] = Field([0.1, 0.3], description="arma: AR coefficients phi_1..phi_p")
     ma: list[float] = Field([-0.4, -0.2], description="arma: MA coefficients theta_1..theta_q")
     noise: float = Field(2.0, gt=0, description="arma: standard deviation of the innovations")
@@ -74,6 +90,8 @@ class SyntheticSpec(Spec):
             lo, hi = getattr(self, name)
             if not 1 <= lo <= hi or (self.kind == "dyck" and hi < 2):
                 raise ValueError(f"{name}: [lo, hi] with 1 <= lo <= hi (dyck: hi >= 2), got [{lo}, {hi}]")
+            if self.kind == "cfl" and not cfl.lengths_of(language_of(self), lo, hi):
+                raise ValueError(f"{name}: {self.language} has no string with a length in [{lo}, {hi}]")
         return self
 
 
@@ -113,6 +131,9 @@ def describe_io(spec) -> dict:
         return _io("symbols", spec.symbols, "class", spec.symbols, heads=len(spec.delays))
     if kind in ("tomita", "dyck"):
         return _io("symbols", 2 * spec.symbols if kind == "dyck" else 2, "class", 2)
+    if kind == "cfl":  # BOS in, EOS out: one more than the alphabet
+        size = language_of(spec).alphabet + 1
+        return _io("symbols", size, "class", size)
     return _io("features", 2 if kind == "adding" else 1, "real", 1)
 
 
@@ -132,7 +153,15 @@ def generate(spec, split: str) -> Examples:
         return formal.tomita_task(rng, n, grammar=spec.grammar, lengths=lengths)
     if kind == "dyck":
         return formal.dyck_task(rng, n, kinds=spec.symbols, lengths=lengths)
+    if kind == "cfl":
+        return cfl.lm_task(rng, n, language=language_of(spec), lengths=lengths)
     return sequences.arma_task(rng, n, length=T, ar=spec.ar, ma=spec.ma, noise=spec.noise)
+
+
+def language_of(spec) -> cfl.Language:
+    return cfl.build_language(spec.language, spec.symbols, mean_splits=spec.mean_splits,
+                              mean_nesting=spec.mean_nesting, mean_content=spec.mean_content,
+                              mean_padding=spec.mean_padding)
 
 
 def _io(input_kind: str, input_size: int, output_kind: str, output_size: int, heads: int = 1) -> dict:
@@ -163,9 +192,12 @@ def prepare_sequences(recipe, log=print, verify=None) -> Path:
         else:
             splits, io = {name: generate(spec, name) for name in SPLITS}, describe_io(spec)
         for name, examples in splits.items():
-            for array in ARRAYS:
+            for array in ARRAYS if examples.bound is None else (*ARRAYS, BOUND):
                 np.save(stage / f"{name}.{array}.npy", getattr(examples, array))
         counts = {k: {"sequences": len(v), "steps": int(v.offsets[-1])} for k, v in splits.items()}
+        for k, v in splits.items():
+            if v.bound is not None:
+                counts[k]["min_loss"] = float(v.bound.sum() / v.weight.sum())
         return {**manifest_header(recipe, fingerprint), **io, "splits": counts}
 
     inputs = [data_root() / spec.file] if recipe.task == "music" else []
@@ -249,7 +281,8 @@ class SequenceTask(Task):
                 have = ", ".join(self.data.manifest["splits"])
                 raise SeqtoolError(f"{self.directory}: no {name!r} split (have: {have})")
             arrays = {a: np.load(self.directory / f"{name}.{a}.npy", mmap_mode="r") for a in ARRAYS}
-            self._splits[name] = Examples(**arrays)
+            bound = self.directory / f"{name}.{BOUND}.npy"
+            self._splits[name] = Examples(**arrays, bound=np.load(bound) if bound.exists() else None)
         return self._splits[name]
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
@@ -264,8 +297,6 @@ class SequenceTask(Task):
         return collate(self.split("train"), item, self.io).to(self.device)
 
     def evaluate(self, model, name: str, settings=None, limit: int | None = None) -> dict[str, float]:
-        from seqtool.models.recurrent.sequence import objective_loss
-
         split = self.split(name)
         count = len(split) if limit is None else min(limit, len(split))
         total, units, right, scored = 0.0, 0, 0.0, 0.0
@@ -279,12 +310,15 @@ class SequenceTask(Task):
                     hits, counts = correct(outputs, batch)
                     right, scored = right + hits, scored + counts
         results = {"loss": total / max(units, 1)}
-        if self.io["output"]["kind"] == "class":
+        if split.bound is not None:
+            results["min_loss"] = float(split.bound[:count].sum() / max(units, 1))
+            results["gap"] = results["loss"] - results["min_loss"]
+        if self.io["output"]["kind"] == "class" and np.sum(scored):
             results.update(self.accuracies(right, scored))
         return {**results, **model.describe()}
 
     def accuracies(self, right, scored) -> dict[str, float]:
-        results = {"accuracy": float(np.sum(right) / max(np.sum(scored), 1))}
+        results = {"accuracy": float(np.sum(right) / np.sum(scored))}
         spec = self.recipe.data.synthetic  # only synthetic tasks have classes
         if spec.kind == "recall":
             per = np.asarray(right) / np.maximum(np.asarray(scored), 1)
@@ -316,8 +350,13 @@ class SyntheticTask(SequenceTask):
     @classmethod
     def check(cls, recipe) -> list[str]:
         spec = recipe.data.synthetic
-        if spec.kind in ("adding", "arma") and recipe.train.early_stopping.metric == "accuracy":
+        if recipe.train.early_stopping.metric != "accuracy":
+            return []
+        if spec.kind in ("adding", "arma"):
             return [f"train.early_stopping.metric: data.synthetic.kind {spec.kind!r} is a regression (use loss)"]
+        if spec.kind == "cfl" and spec.language != "marked_reversal":
+            return [f"train.early_stopping.metric: {spec.language} has no symbol that follows from its prefix, "
+                    "so no accuracy (use loss)"]
         return []
 
 

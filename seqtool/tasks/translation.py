@@ -26,6 +26,8 @@ class TranslationTask(Task):
         problems = [f"data.{name} needs src and tgt files for task 'translation'"
                     for name in ("train", "valid", "test") if getattr(recipe.data, name) is not None
                     and getattr(recipe.data, name).text is not None]
+        if recipe.data.generate is not None and recipe.data.generate.task == "retrieval":
+            problems.append("data.generate.task retrieval makes running text; it needs task: lm")
         if getattr(recipe.model, "share_embeddings", False) and not recipe.data.tokenizer.joint:
             problems.append("model.share_embeddings needs data.tokenizer.joint: true")
         return problems

@@ -2,7 +2,8 @@
 
 A step: take `accumulate` batches, sum their losses normalised by the step's target tokens (over
 all ranks), skip the step if the loss or gradient is not finite, clip, update, schedule (at the step
-and scale the model's `schedule_clock` hook gives: MemN2N's linear start). Every `validate_every`
+and scale the model's `schedule_clock` hook gives: MemN2N's linear start). Each training log line
+carries what the model's `training_report` hook gives (a DEQ's solver iterations). Every `validate_every`
 steps the task measures the model and the model's `validated` hook sees the metrics; every
 `checkpoint.every` steps, at every new best validation (so `best.pt` is the best model validated, not
 the best one that fell on a checkpoint step), at the end and on SIGINT/SIGTERM, rank 0 writes a
@@ -348,11 +349,13 @@ class Trainer:
         loss = s.window_nll / max(s.window_tokens, 1)
         rate = s.window_tokens / max(self._elapsed() - s.window_start, 1e-9)
         s.window_tokens, s.window_nll, s.window_start = 0, 0.0, self._elapsed()
-        values = {"loss": loss, "ppl": math.exp(min(loss, 50)), "lr": self.lr, "tokens_per_s": rate}
+        reported = self.model.training_report()
+        values = {"loss": loss, "ppl": math.exp(min(loss, 50)), "lr": self.lr, "tokens_per_s": rate, **reported}
         self.obs.scalars(s.step, "train", values)
         self.obs.progress(s.step, f"loss {loss:.3f} lr {self.lr:.2e} {rate:.0f} tok/s")
         if self.obs.bar is None:
-            self.obs.info(f"step {s.step} epoch {s.epoch}: loss {loss:.4f} lr {self.lr:.3g} {rate:.0f} tok/s")
+            extra = "".join(f" {k} {v:.3g}" for k, v in reported.items())
+            self.obs.info(f"step {s.step} epoch {s.epoch}: loss {loss:.4f} lr {self.lr:.3g} {rate:.0f} tok/s{extra}")
 
     # -- signals -------------------------------------------------------------------------------
     def _install_signals(self) -> None:

@@ -22,6 +22,7 @@ from seqtool.errors import SeqtoolError
 
 RUN_MARKER = ".seqtool-run"
 PREPARED_MARKER = ".seqtool-prepared"
+EXPORT_MARKER = ".seqtool-export"
 
 
 def is_run_dir(directory: Path) -> bool:
@@ -37,6 +38,10 @@ def is_prepared_dir(directory: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(manifest, dict) and {"seqtool", "fingerprint"} <= manifest.keys()
+
+
+def is_export_dir(directory: Path) -> bool:
+    return (directory / EXPORT_MARKER).is_file()
 
 
 def claim_run_dir(run_dir: Path) -> None:

@@ -47,8 +47,9 @@ def test_beam_search_does_not_depend_on_batch_size():
     assert_search_independent_of_batch(tiny_model())
 
 
-def test_step_attention_is_the_mean_over_layers():
-    model = tiny_model()
+@pytest.mark.parametrize("layer", [None, 0, -1])
+def test_step_attention_is_the_mean_over_layers_or_the_chosen_layer(layer):
+    model = tiny_model(attention_layer=layer)
     src, mask, tgt = padded_batch(2, seed=2)
     enc = model.encode(src, mask)
     seen = []
@@ -57,7 +58,12 @@ def test_step_attention_is_the_mean_over_layers():
     for hook in hooks:
         hook.remove()
     assert len(seen) == 3
-    assert torch.allclose(out.attn, torch.stack(seen).mean(0)[:, 0])
+    assert torch.allclose(out.attn, (torch.stack(seen).mean(0) if layer is None else seen[layer])[:, 0])
+
+
+def test_attention_layer_must_exist():
+    with pytest.raises(ValueError, match="attention_layer 3 is not one of the 3 decoder layers"):
+        ConvS2SConfig(**TINY, attention_layer=3)
 
 
 def test_weight_norm_and_initialization_follow_the_paper():

@@ -16,7 +16,7 @@ from seqtool.data.music import load_music
 from seqtool.errors import SeqtoolError
 from seqtool.evaluation.automaton import extract
 from seqtool.models.base import VocabSizes
-from seqtool.models.recurrent.sequence import objective_loss
+from seqtool.models.losses import objective_loss
 from seqtool.tasks.sequence import SyntheticSpec, collate, describe_io, generate
 from tests.conftest import run_cli, shared
 

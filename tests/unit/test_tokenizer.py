@@ -36,6 +36,8 @@ def test_round_trip_and_specials(german, tmp_path, kind, size):
     assert all(i > UNK for seq in ids for i in seq)
     assert [tok.decode(seq) for seq in ids] == [normalize(x, False) for x in german[:500]]
     assert tok.decode(ids[0] + [EOS, 7, 8]) == tok.decode(ids[0])  # stops at EOS
+    # pieces merge into the words of the decoded text (alignments count words so)
+    assert all(tok.word_ids(seq)[-1] + 1 == len(tok.decode(seq).split()) for seq in ids if seq)
     tok.save(tmp_path / kind)
     again = load_tokenizer(tmp_path / kind)
     assert again.encode(german[:50]) == ids[:50]

@@ -49,21 +49,19 @@ from torch import nn
 
 from seqtool.models.base import LanguageModel, Rows, Seq2SeqModel, StepOut, VocabSizes
 from seqtool.models.config import ModelConfig, position_problems
-from seqtool.models.layers import Dropout
+from seqtool.models.layers import Dropout, sinusoids
 from seqtool.registry import MODELS
 from seqtool.specials import PAD
 
 
 class TransformerLayersConfig(ModelConfig):
-    """The keys the encoder-decoder and the LM share."""
+    """The keys of the layers every Transformer-style model shares."""
 
     embed_dim: int = Field(512, gt=0, description="model width d (embeddings, attention, residual stream)")
     ffn_dim: int = Field(2048, gt=0, description="inner size of the position-wise feed-forward layer")
     heads: int = Field(8, gt=0, description="attention heads (each of size embed_dim / heads)")
     norm_first: bool = Field(False, description="pre-norm (LayerNorm before each sub-layer, one after each "
                                                "stack); false: post-norm, the paper's")
-    positions: Literal["sinusoidal", "learned"] = Field("sinusoidal", description="position embeddings")
-    max_positions: int = Field(1024, gt=0, description="learned positions: table size (longest sequence)")
     activation: Literal["relu", "gelu"] = Field("relu", description="feed-forward activation")
     dropout: float = Field(0.1, ge=0, lt=1, description="on embedding sums and every sub-layer output")
     attention_dropout: float = Field(0.0, ge=0, lt=1, description="on attention weights")
@@ -77,7 +75,14 @@ class TransformerLayersConfig(ModelConfig):
         return self
 
 
-class TransformerConfig(TransformerLayersConfig):
+class AbsolutePositionsConfig(TransformerLayersConfig):
+    """The Transformer's own models: absolute positions added to the embeddings."""
+
+    positions: Literal["sinusoidal", "learned"] = Field("sinusoidal", description="position embeddings")
+    max_positions: int = Field(1024, gt=0, description="learned positions: table size (longest sequence)")
+
+
+class TransformerConfig(AbsolutePositionsConfig):
     arch: Literal["transformer"] = "transformer"
     tasks: ClassVar = ("translation",)
     has_attention: ClassVar = True
@@ -98,7 +103,7 @@ class TransformerConfig(TransformerLayersConfig):
         return position_problems(recipe, self.max_positions) if self.positions == "learned" else []
 
 
-class TransformerLMConfig(TransformerLayersConfig):
+class TransformerLMConfig(AbsolutePositionsConfig):
     arch: Literal["transformer_lm"] = "transformer_lm"
     tasks: ClassVar = ("lm",)
     layers: int = Field(6, ge=1, description="layers (causal self-attention, FFN)")
@@ -123,13 +128,6 @@ class DecoderState(Rows):
     position: torch.Tensor  # (N,) position of the next target token
 
 
-def sinusoids(positions: torch.Tensor, dim: int) -> torch.Tensor:
-    """P(pos, 2i) = sin(pos / 10000^(2i/d)), P(pos, 2i+1) = cos(...): (...) positions -> (..., dim)."""
-    freq = torch.exp(torch.arange(0, dim, 2, device=positions.device) * (-math.log(10000.0) / dim))
-    angle = positions.unsqueeze(-1).float() * freq
-    return torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(-2)
-
-
 def _embedding(count: int, dim: int, padding_idx: int | None = PAD) -> nn.Embedding:
     embed = nn.Embedding(count, dim, padding_idx=padding_idx)
     nn.init.normal_(embed.weight, 0.0, dim**-0.5)
@@ -139,29 +137,38 @@ def _embedding(count: int, dim: int, padding_idx: int | None = PAD) -> nn.Embedd
 
 
 class Embedding(nn.Module):
-    """Dropout(sqrt(d) E[w] + P[pos]); `words` given to share a table."""
+    """Dropout(sqrt(d) E[w] + P[pos]); `words` given to share a table. A config without absolute positions
+    (not an AbsolutePositionsConfig) gets no P: its attention places the tokens (relative biases)."""
 
     def __init__(self, vocab: int, cfg: TransformerLayersConfig, words: nn.Embedding | None = None):
         super().__init__()
         self.dim, self.scale = cfg.embed_dim, math.sqrt(cfg.embed_dim)
         self.words = words if words is not None else _embedding(vocab, cfg.embed_dim)
-        self.table = _embedding(cfg.max_positions, cfg.embed_dim, None) if cfg.positions == "learned" else None
+        self.positions = cfg.positions if isinstance(cfg, AbsolutePositionsConfig) else None
+        self.table = _embedding(cfg.max_positions, cfg.embed_dim, None) if self.positions == "learned" else None
         self.drop = Dropout(cfg.dropout)
 
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """tokens (B, T), positions (B, T) or (1, T) -> (B, T, d)."""
-        where = self.table(positions) if self.table is not None else sinusoids(positions, self.dim)
-        return self.drop(self.words(tokens) * self.scale + where)
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, T), positions (B, T) or (1, T) (None without absolute positions) -> (B, T, d)."""
+        x = self.words(tokens) * self.scale
+        if self.positions is not None:
+            x = x + (self.table(positions) if self.table is not None else sinusoids(positions, self.dim))
+        return self.drop(x)
 
 
 class MultiHeadAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, dropout: float):
+    """Query, key/value and output projections around scaled dot-product attention. Without `keys`
+    the module has no key/value projection: it attends with another module's keys and values (the
+    Block-Recurrent Transformer shares them between its directions)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, keys: bool = True):
         super().__init__()
         self.heads, self.p = heads, dropout
         self.query = nn.Linear(dim, dim)
-        self.key_value = nn.Linear(dim, 2 * dim)
+        self.key_value = nn.Linear(dim, 2 * dim) if keys else None
         self.output = nn.Linear(dim, dim)
-        for weight in (self.query.weight, *self.key_value.weight.chunk(2)):
+        projections = (self.query.weight, *(self.key_value.weight.chunk(2) if keys else ()))
+        for weight in projections:
             nn.init.xavier_uniform_(weight, gain=2**-0.5)
         nn.init.xavier_uniform_(self.output.weight)
         nn.init.zeros_(self.output.bias)
@@ -178,16 +185,21 @@ class MultiHeadAttention(nn.Module):
         return self._split(k), self._split(v)
 
     def forward(self, q, k, v, mask: torch.Tensor | None = None, *, causal: bool = False,
-                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """q (B, h, T, d_k), k and v (B, h, S, d_k), mask (B, S) True on keys to attend to -> output
-        (B, T, d) and, with need_weights, the attention (B, T, S) averaged over heads."""
+                bias: torch.Tensor | None = None, need_weights: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """q (B, h, T, d_k), k and v (B, h, S, d_k), mask (B, S) True on keys to attend to, or instead
+        bias, added to the scores and broadcastable to (B, h, T, S) (-inf on keys not to attend to) ->
+        output (B, T, d) and, with need_weights, the attention (B, T, S) averaged over heads."""
         p = self.p if self.training else 0.0
-        mask = None if mask is None else mask[:, None, None, :]
+        if bias is not None:
+            mask = bias.to(q.dtype)
+        elif mask is not None:
+            mask = mask[:, None, None, :]
         if need_weights:
             # SDPA does not return its weights: the one layer search reads is computed in the open
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.size(-1))
             if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
+                scores = scores + mask if mask.is_floating_point() else scores.masked_fill(~mask, float("-inf"))
             weights = torch.softmax(scores.float(), dim=-1).to(v.dtype)
             out, mean = F.dropout(weights, p, self.training) @ v, weights.mean(1)
         else:

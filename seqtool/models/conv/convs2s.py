@@ -28,7 +28,8 @@ Tricks, with the reason (sec. 3.4-3.5):
 * Dropout on the embeddings, on the input of every convolution and on the decoder output.
 Incremental decoding keeps, per decoder layer, the last k-1 inputs of its convolution (batch-first,
 in the reorderable state), so a search step costs one position; `step` returns the mean attention
-over layers (as fairseq does) for the coverage penalty.
+over layers (as fairseq does) for the coverage penalty and alignments, or one layer's
+(`attention_layer`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from seqtool.models.base import Rows, Seq2SeqModel, StepOut, VocabSizes
@@ -74,6 +75,15 @@ class ConvS2SConfig(ModelConfig):
     max_positions: int = Field(1024, gt=0, description="learned position embeddings per side (longest sequence)")
     dropout: float = Field(0.2, ge=0, lt=1, description="on embeddings, convolution inputs and decoder output")
     share_embeddings: bool = Field(False, description="encoder and decoder share word embeddings (joint vocab)")
+    attention_layer: int | None = Field(None, description="decoder layer whose attention search sees (coverage "
+                                        "penalty, alignments; -1 the last); null: the mean over layers")
+
+    @model_validator(mode="after")
+    def _attention_layer_exists(self) -> ConvS2SConfig:
+        layers = len(expand_blocks(self.decoder))
+        if self.attention_layer is not None and not -layers <= self.attention_layer < layers:
+            raise ValueError(f"attention_layer {self.attention_layer} is not one of the {layers} decoder layers")
+        return self
 
     def recipe_problems(self, recipe) -> list[str]:
         return position_problems(recipe, self.max_positions)
@@ -194,16 +204,17 @@ class ConvS2S(Seq2SeqModel):
         self.attention = nn.ModuleList(Attention(spec.channels, E) for spec in layers)
         self.fc2 = normed_linear(widths[-1], cfg.out_embed_dim, std=math.sqrt(1.0 / widths[-1]))
         self.out = normed_linear(cfg.out_embed_dim, sizes.tgt, std=math.sqrt((1 - p) / cfg.out_embed_dim))
+        self.attention_layer = cfg.attention_layer
 
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> Encoded:
         return self.encoder(src, src_mask)
 
     def _decode(self, tokens: torch.Tensor, positions: torch.Tensor, enc: Encoded, lefts: tuple | None):
-        """tokens, positions (B, T) -> features (B, T, D), mean attention over layers (B, T, S), and
-        the layers' next `lefts` when stepping (lefts given)."""
+        """tokens, positions (B, T) -> features (B, T, D), attention (B, T, S) (the mean over layers, or
+        `attention_layer`'s), and the layers' next `lefts` when stepping (lefts given)."""
         g = self.drop(self.embed(tokens, positions))  # (B, T, E) target embeddings
         x = self.fc1(g)
-        attn_sum, next_lefts = 0.0, []
+        every, next_lefts = [], []
         for i, (layer, attention) in enumerate(zip(self.layers, self.attention)):
             if lefts is None:
                 h = layer(x)
@@ -212,8 +223,9 @@ class ConvS2S(Seq2SeqModel):
                 next_lefts.append(left)
             h, weights = attention(h, g, enc)
             x = (h + layer.skip(x)) * SQRT_HALF
-            attn_sum = attn_sum + weights
-        return self.drop(self.fc2(x)), attn_sum / len(self.layers), tuple(next_lefts)
+            every.append(weights)
+        attn = sum(every) / len(every) if self.attention_layer is None else every[self.attention_layer]
+        return self.drop(self.fc2(x)), attn, tuple(next_lefts)
 
     def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         enc = self.encode(src, src_mask)

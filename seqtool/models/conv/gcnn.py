@@ -25,12 +25,12 @@ import math
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field
 from torch import nn
 
-from seqtool.errors import SeqtoolError
-from seqtool.models.base import LanguageModel, LossOut, VocabSizes, detach
-from seqtool.models.config import SECTION, ModelConfig
+from seqtool.models.adaptive import AdaptiveSoftmaxSpec, build_adaptive
+from seqtool.models.base import LanguageModel, VocabSizes
+from seqtool.models.config import ModelConfig
 from seqtool.models.conv.layers import (
     GATED,
     SQRT_HALF,
@@ -42,7 +42,6 @@ from seqtool.models.conv.layers import (
     normed_linear,
 )
 from seqtool.models.layers import Dropout
-from seqtool.models.losses import output_loss
 from seqtool.registry import MODELS
 from seqtool.specials import PAD
 
@@ -51,19 +50,6 @@ class GCNNBlockSpec(ConvBlockSpec):
     bottleneck: int | None = Field(
         None, gt=0, description="bottleneck block: 1x1 to this width, the k-wide layer, 1x1 back to channels, "
         "with one residual around the three (null: a plain residual layer)")
-
-
-class AdaptiveSoftmaxSpec(BaseModel):
-    model_config = SECTION
-
-    cutoffs: list[int] = Field(min_length=1, description="increasing word ids where the head / tail clusters end")
-    div_value: float = Field(4.0, gt=1, description="each tail cluster's projection is this much narrower")
-
-    @model_validator(mode="after")
-    def _increasing(self) -> AdaptiveSoftmaxSpec:
-        if any(b <= a for a, b in zip(self.cutoffs, self.cutoffs[1:])) or self.cutoffs[0] <= 0:
-            raise ValueError(f"cutoffs must be positive and increasing, got {self.cutoffs}")
-        return self
 
 
 def _default_blocks() -> list[GCNNBlockSpec]:
@@ -135,12 +121,10 @@ class GCNN(LanguageModel):
         self.drop = Dropout(p)
         self.fc1 = normed_linear(cfg.embed_dim, widths[0], std=math.sqrt((1 - p) / cfg.embed_dim))
         self.blocks = nn.ModuleList(ResidualBlock(w, b, gate=cfg.gate, dropout=p) for w, b in zip(widths, layers))
-        spec = cfg.adaptive_softmax
-        if spec is None:
+        if cfg.adaptive_softmax is None:
             self.out = normed_linear(widths[-1], vocab, std=math.sqrt((1 - p) / widths[-1]))
-            self.adaptive = None
         else:
-            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(widths[-1], vocab, spec.cutoffs, div_value=spec.div_value)
+            self.adaptive = build_adaptive(cfg.adaptive_softmax, widths[-1], vocab)
 
     def forward(self, inputs: torch.Tensor, state: list | None = None) -> tuple[torch.Tensor, list]:
         """inputs (B, T) ids and the state after the text before them (None at its start) ->
@@ -152,22 +136,7 @@ class GCNN(LanguageModel):
             next_state.append(lefts)
         return self.drop(x), next_state
 
-    def loss(self, batch, label_smoothing: float = 0.0, state=None) -> LossOut:
-        """The inherited fused loss for a full softmax; the adaptive softmax's own otherwise."""
-        features, state = self(batch.inputs, None if batch.first else state)
-        if self.adaptive is None:
-            loss, nll = output_loss(features, batch.targets, self.out, label_smoothing)
-        else:
-            keep = batch.targets != PAD
-            loss = -self.adaptive(features[keep], batch.targets[keep]).output.sum()
-            nll = loss.detach()
-        return LossOut(loss, nll, batch.ntokens, detach(state))
-
 
 @MODELS.register("gcnn", config=GCNNConfig)
 def build_gcnn(cfg: GCNNConfig, sizes: VocabSizes) -> GCNN:
-    spec = cfg.adaptive_softmax
-    if spec is not None and spec.cutoffs[-1] >= sizes.tgt:
-        raise SeqtoolError(f"model.adaptive_softmax.cutoffs {spec.cutoffs}: the last must be below the "
-                           f"vocabulary size {sizes.tgt}")
     return GCNN(cfg, sizes.tgt)

@@ -20,7 +20,7 @@ from pydantic import Field
 from torch import nn
 
 from seqtool.errors import SeqtoolError
-from seqtool.models.base import FiniteStateModel, LossOut, SequenceModel, VocabSizes
+from seqtool.models.base import FiniteStateModel, SequenceModel, VocabSizes
 from seqtool.models.layers import Dropout
 from seqtool.models.recurrent.layers import Recurrent
 from seqtool.models.recurrent.rnn import RecurrentConfig
@@ -72,10 +72,6 @@ class RNNSequence(SequenceModel, FiniteStateModel):
         return {p + k: v for p, layer in zip(prefix, layers) if hasattr(layer, "describe")
                 for k, v in layer.describe().items()}
 
-    def loss(self, batch, label_smoothing: float = 0.0, state=None) -> LossOut:
-        loss, nll = objective_loss(self.outputs(batch), batch, label_smoothing)
-        return LossOut(loss, nll, batch.ntokens)
-
     # FiniteStateModel: with one finite SR cell (sr_gru, hard_eval) the states are its centroids
     def is_automaton(self) -> bool:
         layers = self.rnn.layers
@@ -98,25 +94,6 @@ class RNNSequence(SequenceModel, FiniteStateModel):
 
     def label_states(self, states: torch.Tensor) -> torch.Tensor:
         return (self.out(states) if self.out is not None else states).argmax(-1)
-
-
-def objective_loss(outputs: torch.Tensor, batch, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(training loss, detached loss without smoothing), summed over the batch's weighted outputs."""
-    if batch.objective == "ce":
-        heads = batch.targets.size(-1) if batch.targets.dim() == 3 else 1
-        logits = outputs.view(*batch.targets.shape[:2], heads, -1)[batch.weight.view(*batch.targets.shape[:2], heads)]
-        targets = batch.targets[batch.weight]
-        nll = nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
-        if not label_smoothing:
-            return nll, nll.detach()
-        return nn.functional.cross_entropy(logits.float(), targets, reduction="sum",
-                                           label_smoothing=label_smoothing), nll.detach()
-    picked, targets = outputs[batch.weight].float(), batch.targets[batch.weight]
-    if batch.objective == "bce":
-        loss = nn.functional.binary_cross_entropy_with_logits(picked, targets, reduction="sum")
-    else:
-        loss = (picked - targets).square().sum()
-    return loss, loss.detach()
 
 
 @MODELS.register("rnn_sequence", config=RNNSequenceConfig)
