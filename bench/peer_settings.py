@@ -1,6 +1,7 @@
 """seqtool at the peers' settings (../shared/anchors/seqtool.sh): train, decode test2016, one JSON line.
 
     python bench/peer_settings.py --model fconv|lstm|transformer [--updates 500] [--threads 1] [--set KEY=VALUE ...]
+        [--fairseq-lenpen] [--keep DIR | --run DIR]
 
 Multi30k de-en from the raw text under SEQTOOL_DATA, a joint 8k unigram sentencepiece, about 2,000
 padded tokens a batch, Adam 1e-3 constant, label smoothing 0.1, clip 1.0, dropout 0.1, fp32, no
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--data-dir", help="reuse a prepared data directory")
     parser.add_argument("--keep", help="train into this new directory and keep it (default: a temporary one)")
+    parser.add_argument("--run", help="decode this kept run (from --keep) instead of training a new one")
     parser.add_argument("--fairseq-lenpen", action="store_true",
                         help="also decode with the beam as fairseq.sh does: --lenpen 1, --max-len-a 1.2 --max-len-b 10")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="further recipe overrides")
@@ -92,12 +94,14 @@ def main() -> None:
         overrides = [*peer_overrides(args.updates, args.threads), *arch, f"output_dir={out}", *args.overrides]
         if args.data_dir:
             overrides.append(f"data.prepared_dir={args.data_dir}")
-        recipe = load_recipe(ROOT / "recipes" / name, overrides)
-        start = time.perf_counter()
-        report = train_recipe(recipe)
-        result = {"model": args.model, "threads": args.threads, "steps": args.updates,
-                  "train_s": round(time.perf_counter() - start, 1), "seconds": report.get("seconds"),
-                  "train_tok_per_s": logged_rate(out / "metrics.jsonl")}
+        result = {"model": args.model, "threads": args.threads, "steps": args.updates}
+        if args.run:
+            out = Path(args.run)
+        else:
+            start = time.perf_counter()
+            report = train_recipe(load_recipe(ROOT / "recipes" / name, overrides))
+            result.update(train_s=round(time.perf_counter() - start, 1), seconds=report.get("seconds"))
+        result["train_tok_per_s"] = logged_rate(out / "metrics.jsonl")
         corpus = data_root() / "multi30k"
         sources = (corpus / "test2016.de").read_text(encoding="utf-8").splitlines()
         refs = (corpus / "test2016.en").read_text(encoding="utf-8").splitlines()
