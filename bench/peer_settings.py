@@ -84,7 +84,8 @@ def main() -> None:
     parser.add_argument("--keep", help="train into this new directory and keep it (default: a temporary one)")
     parser.add_argument("--run", help="decode this kept run (from --keep) instead of training a new one")
     parser.add_argument("--fairseq-lenpen", action="store_true",
-                        help="also decode with the beam as fairseq.sh does: --lenpen 1, --max-len-a 1.2 --max-len-b 10")
+                        help="also decode with the beam as fairseq.sh does: --lenpen 1, --max-len-a 1.2 "
+                             "--max-len-b 10, and fairseq's stopping rule (decode.early_stop)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="further recipe overrides")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -110,7 +111,7 @@ def main() -> None:
             result.update(decode(run, sources, refs, beam))
         if args.fairseq_lenpen:
             result.update(decode(run, sources, refs, args.beam, "_lenpen1", length_penalty="fairseq", alpha=1.0,
-                                 max_len_a=1.2, max_len_b=10))
+                                 max_len_a=1.2, max_len_b=10, early_stop=True))
     print(json.dumps(result))
 
 
