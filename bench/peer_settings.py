@@ -1,6 +1,7 @@
 """seqtool at the peers' settings (../shared/anchors/seqtool.sh): train, decode test2016, one JSON line.
 
-    python bench/peer_settings.py --model fconv [--updates 500] [--threads 1] [--set KEY=VALUE ...]
+    python bench/peer_settings.py --model fconv|lstm|transformer [--updates 500] [--threads 1] [--set KEY=VALUE ...]
+        [--fairseq-lenpen] [--keep DIR | --run DIR]
 
 Multi30k de-en from the raw text under SEQTOOL_DATA, a joint 8k unigram sentencepiece, about 2,000
 padded tokens a batch, Adam 1e-3 constant, label smoothing 0.1, clip 1.0, dropout 0.1, fp32, no
@@ -32,8 +33,13 @@ from seqtool.data.prepare import data_root  # noqa: E402
 from seqtool.decoding.translate import translate_lines  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+# the anchors' per-model flags (../shared/anchors/fairseq.sh): the Transformer alone has a schedule, fairseq's
+# inverse-sqrt with 200 warm-up updates, and fairseq's default Adam betas
 RECIPES = {"fconv": ("convs2s-multi30k.yaml", []),
-           "lstm": ("lstm-attn-multi30k.yaml", ["model.input_feeding=true"])}
+           "lstm": ("lstm-attn-multi30k.yaml", ["model.input_feeding=true"]),
+           "transformer": ("transformer-multi30k.yaml", ["train.schedule.name=inverse_sqrt",
+                                                         "train.schedule.warmup_steps=200",
+                                                         "train.optimizer.betas=[0.9, 0.999]"])}
 
 
 def peer_overrides(updates: int, threads: int) -> list[str]:
@@ -53,18 +59,19 @@ def logged_rate(metrics: Path) -> int | None:
     return round(statistics.median(rates[1:] or rates)) if rates else None
 
 
-def decode(run, sources: list[str], refs: list[str], beam: int) -> dict:
-    """Decode test2016 with the run's decode settings at `beam`; speed, BLEU and length ratio."""
+def decode(run, sources: list[str], refs: list[str], beam: int, label: str = "", **changes) -> dict:
+    """Decode test2016 with the run's decode settings at `beam` (and `changes`); speed, BLEU, length ratio."""
     from sacrebleu.metrics import BLEU
 
     spec = run.recipe.decode
-    settings = spec.model_copy(update={"beam": beam, "n_best": 1, "strategy": "beam"})
+    settings = spec.model_copy(update={"beam": beam, "n_best": 1, "strategy": "beam", **changes})
     start = time.perf_counter()
     hyps = [t.text for t in translate_lines(run.model, run.vocabs, sources, settings, device=torch.device("cpu"))]
     seconds = time.perf_counter() - start
     score = BLEU().corpus_score(hyps, [refs])
-    return {f"beam{beam}_sent_per_s": round(len(sources) / seconds, 1), f"beam{beam}_bleu": round(score.score, 2),
-            f"beam{beam}_length_ratio": round(score.sys_len / score.ref_len, 3)}
+    key = f"beam{beam}{label}"
+    return {f"{key}_sent_per_s": round(len(sources) / seconds, 1), f"{key}_bleu": round(score.score, 2),
+            f"{key}_length_ratio": round(score.sys_len / score.ref_len, 3)}
 
 
 def main() -> None:
@@ -74,26 +81,37 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--data-dir", help="reuse a prepared data directory")
+    parser.add_argument("--keep", help="train into this new directory and keep it (default: a temporary one)")
+    parser.add_argument("--run", help="decode this kept run (from --keep) instead of training a new one")
+    parser.add_argument("--fairseq-lenpen", action="store_true",
+                        help="also decode with the beam as fairseq.sh does: --lenpen 1, --max-len-a 1.2 "
+                             "--max-len-b 10, and fairseq's stopping rule (decode.early_stop)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="further recipe overrides")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     name, arch = RECIPES[args.model]
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = [*peer_overrides(args.updates, args.threads), *arch, f"output_dir={tmp}/run", *args.overrides]
+        out = Path(args.keep or Path(tmp) / "run")
+        overrides = [*peer_overrides(args.updates, args.threads), *arch, f"output_dir={out}", *args.overrides]
         if args.data_dir:
             overrides.append(f"data.prepared_dir={args.data_dir}")
-        recipe = load_recipe(ROOT / "recipes" / name, overrides)
-        start = time.perf_counter()
-        report = train_recipe(recipe)
-        result = {"model": args.model, "threads": args.threads, "steps": args.updates,
-                  "train_s": round(time.perf_counter() - start, 1), "seconds": report.get("seconds"),
-                  "train_tok_per_s": logged_rate(Path(tmp) / "run" / "metrics.jsonl")}
+        result = {"model": args.model, "threads": args.threads, "steps": args.updates}
+        if args.run:
+            out = Path(args.run)
+        else:
+            start = time.perf_counter()
+            report = train_recipe(load_recipe(ROOT / "recipes" / name, overrides))
+            result.update(train_s=round(time.perf_counter() - start, 1), seconds=report.get("seconds"))
+        result["train_tok_per_s"] = logged_rate(out / "metrics.jsonl")
         corpus = data_root() / "multi30k"
         sources = (corpus / "test2016.de").read_text(encoding="utf-8").splitlines()
         refs = (corpus / "test2016.en").read_text(encoding="utf-8").splitlines()
-        run = load_run(Path(tmp) / "run")
+        run = load_run(out)
         for beam in dict.fromkeys((1, args.beam)):
             result.update(decode(run, sources, refs, beam))
+        if args.fairseq_lenpen:
+            result.update(decode(run, sources, refs, args.beam, "_lenpen1", length_penalty="fairseq", alpha=1.0,
+                                 max_len_a=1.2, max_len_b=10, early_stop=True))
     print(json.dumps(result))
 
 

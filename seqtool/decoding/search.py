@@ -5,9 +5,10 @@ Beam search follows the usual batched algorithm (as in fairseq and Sockeye): eve
 (penalties.py: GNMT's or fairseq's length penalty, GNMT's coverage penalty); the best K others
 continue. A sentence is done when no live hypothesis can still beat its n-best finished ones (an
 upper bound that holds under length and coverage penalties) or at its length limit; done sentences
-leave the batch. fairseq's rule, done once K hypotheses are finished, is not used: when the model is
-confident, K poor early-EOS hypotheses can fill the finished set before the best one ends. Beam 1 is
-greedy.
+leave the batch. fairseq's rule, done once K hypotheses are finished, is `decode.early_stop`: when the
+model is confident, K poor early-EOS hypotheses can fill the finished set before the best one ends, but
+under a length penalty that favours length (fairseq's |Y|^1) the bound above holds every sentence open
+to its length limit, so the rule saves steps. Beam 1 is greedy.
 Each sentence's computation is independent of the others, so in fp32 output does not depend on batch
 size; under bf16 autocast (decode.precision) the kernels' rounding can depend on the batch's shape,
 so a near-tie may occasionally resolve differently.
@@ -318,13 +319,16 @@ def _prune_live(live: Live, finished: _Finished, step: int, settings: DecodeSpec
 def _done(finished: _Finished, live: Live, step: int, settings: DecodeSpec) -> torch.Tensor:
     """(7) A sentence is done when no live row can still beat its n_best-th finished hypothesis, or
     at its length limit. A live row with log-probability s < 0 can at best reach s / lp(max_len):
-    log-probabilities only fall, lp only grows up to max_len, and the coverage penalty is <= 0."""
+    log-probabilities only fall, lp only grows up to max_len, and the coverage penalty is <= 0.
+    With early_stop (fairseq's rule), as soon as K hypotheses that meet the constraints have finished."""
     K = settings.beam
     max_len = live.max_len.view(-1, K)[:, 0]
+    last = K - 1 if settings.early_stop else settings.n_best - 1
+    complete = finished.scores[:, last].masked_fill(finished.unmet[:, last] > 0, float("-inf"))
+    if settings.early_stop:
+        return (complete > float("-inf")) | (step + 1 >= max_len)
     bound = live.scores / length_penalty(live.max_len, settings.alpha, settings.length_penalty)
     reachable = bound.view(-1, K).max(dim=1).values
-    complete = finished.scores[:, settings.n_best - 1].masked_fill(finished.unmet[:, settings.n_best - 1] > 0,
-                                                                   float("-inf"))
     return (complete >= reachable) | (step + 1 >= max_len)
 
 

@@ -250,6 +250,10 @@ class DecodeSpec(Spec):
         None, gt=0, description="GNMT pruning (paper: 3.0): skip tokens this far below a hypothesis's best token, "
         "drop hypotheses this far below the best finished score (null: off)"
     )
+    early_stop: bool = Field(
+        False, description="beam search: a sentence is done once beam hypotheses have finished (fairseq's "
+        "rule: fewer steps, may miss a better longer output); false: once no live hypothesis can beat them"
+    )
     n_best: int = Field(1, ge=1, le=MAX_BEAM, description="hypotheses kept per input (<= beam)")
     max_len_a: float = Field(1.5, ge=0, description="output length limit a*|src| + b")
     max_len_b: int = Field(10, ge=1)

@@ -291,3 +291,19 @@ def test_rule_two_uses_the_normalized_score():
                                                         prune_margin=1.2))[0]
     assert [h.tokens for h in hyps] == [[], [4, 4]]
     assert hyps[1].score == pytest.approx(math.log(0.45 * 0.32 * 0.9) / (8 / 6))
+
+
+def test_early_stop_ends_once_beam_hypotheses_have_finished():
+    # beam 2, fairseq lp |Y|^3. Step 2's best two candidates both end: 4 EOS (.42, log .42 / 8 = -0.108)
+    # and 5 EOS (.28), so fairseq's rule stops there with "4"; the exact search keeps 4 6 open (its bound
+    # log .18 / 4^3 = -0.027 beats -0.108) and finds 4 6 EOS (.18, log .18 / 27 = -0.064).
+    table = {(): {4: 0.6, 5: 0.4}, (4,): {EOS: 0.7, 6: 0.3}, (5,): {EOS: 0.7, 6: 0.3}, (4, 6): {EOS: 1.0},
+             (5, 6): {EOS: 1.0}}
+    src, mask = _src([0])
+    outputs, steps = {}, {}
+    for early in (False, True):
+        model = CountingModel([table], UNIFORM)
+        spec = DecodeSpec(beam=2, length_penalty="fairseq", alpha=3.0, max_len_a=0, max_len_b=4, early_stop=early)
+        outputs[early], steps[early] = beam_search(model, src, mask, spec)[0][0].tokens, model.steps
+    assert outputs == {False: [4, 6], True: [4]}
+    assert steps[True] < steps[False]

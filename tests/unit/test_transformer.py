@@ -20,6 +20,7 @@ from seqtool.models.attention.transformer import (
     sinusoids,
 )
 from seqtool.models.base import VocabSizes
+from seqtool.specials import PAD
 from tests.conftest import (
     assert_causal,
     assert_incremental_equals_forward,
@@ -96,6 +97,29 @@ def test_shared_and_tied_embeddings_are_one_table():
     untied = tiny_model(tie_embeddings=False)
     assert untied.out.weight is not untied.tgt_embed.words.weight
     assert untied.src_embed.words.weight is not untied.tgt_embed.words.weight
+
+
+def test_initialisation_is_fairseqs():
+    """Uniform bounds: W^Q, W^K, W^V sqrt(6 / 4d) each, W^O sqrt(6 / 2d) with a zero bias, the feed-forward
+    layers and other biases 1 / sqrt(fan_in); embeddings N(0, d^-1/2) with a zero padding row."""
+    torch.manual_seed(0)
+    d, ffn = 64, 256
+    model = Transformer(TransformerConfig(embed_dim=d, ffn_dim=ffn, heads=4, encoder_layers=1, decoder_layers=1),
+                        VocabSizes(3000, 3000))
+    layer = model.decoder.layers[0]
+
+    def spans(t: torch.Tensor, bound: float) -> bool:  # uniform on [-bound, bound]
+        return 0.97 * bound < t.abs().max().item() <= bound and abs(t.std().item() - bound / 3**0.5) < 0.05 * bound
+
+    for attn in (layer.self_attn, layer.cross_attn):
+        q, k, v = attn.query.weight, *attn.key_value.weight.chunk(2)
+        assert all(spans(w, (6 / (4 * d)) ** 0.5) for w in (q, k, v))
+        assert spans(attn.output.weight, (6 / (2 * d)) ** 0.5) and not attn.output.bias.any()
+        assert spans(attn.key_value.bias, d**-0.5)
+    assert spans(layer.ffn.inner.weight, d**-0.5) and spans(layer.ffn.inner.bias, d**-0.5)
+    assert spans(layer.ffn.outer.weight, ffn**-0.5) and spans(layer.ffn.outer.bias, ffn**-0.5)
+    words = model.src_embed.words.weight
+    assert not words[PAD].any() and words.std().item() == pytest.approx(d**-0.5, rel=0.02)
 
 
 def test_sinusoids_follow_the_paper():
