@@ -1,0 +1,101 @@
+"""Differentially private training, DP-SGD (Abadi et al. 2016), as train.privacy; normalization layers
+under it after Davody et al. 2020 ("On the effect of normalization layers on differentially private
+training of deep neural networks", papers.md card 15).
+
+A step, over a batch B drawn by Poisson sampling (each of the N training examples independently with
+probability q = train.batch_size / N; seqtool/tasks/base.py ExampleTask):
+    g_i = grad_theta loss(x_i, y_i)                       each example's gradient, on its own
+    g_i <- g_i / max(1, ||g_i||_2 / C)                     clipped to C = max_grad_norm
+    g   = (sum_{i in B} g_i + N(0, sigma^2 C^2 I)) / (qN)  noisy mean over the expected batch size
+then the recipe's optimizer steps with g. (epsilon, delta) after T steps of the subsampled Gaussian
+mechanism with rate q and noise sigma comes from Opacus's accountant (RDP by default, or PRV).
+
+Each example's gradient comes from a forward and backward pass of that example alone (the microbatch
+loop of the paper's code), so it cannot depend on another example whatever the model does; that costs
+one pass per example (measured in the README). Opacus's hook-based per-sample gradients do not reach
+seqtool's own recurrent cells (parameters used inside a Python time loop). Clipping, noise and
+accounting are Opacus's (DPOptimizer, RDPAccountant/PRVAccountant, get_noise_multiplier); the noise
+comes from torch's global generator, which checkpoints carry, so `--resume` repeats the same noise, and
+the accountant's history travels in checkpoints, so a resumed run reports the epsilon of a straight one.
+
+Refused (one line, exit 2): batch statistics (torch's batch norms, the modules Opacus's ModuleValidator
+refuses for the same reason, and seqtool's norms marked `couples_examples`: an example's normalized
+value, and the running statistics kept, depend on the other examples), more than one process (DDP would need the
+per-example gradients gathered before clipping and the noise added once; Opacus's DPDDP is not wired in).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from opacus.accountants import PRVAccountant, RDPAccountant
+from opacus.accountants.utils import get_noise_multiplier
+from opacus.optimizers import DPOptimizer
+from torch import nn
+
+from seqtool.errors import SeqtoolError, first_line
+
+ACCOUNTANTS = {"rdp": RDPAccountant, "prv": PRVAccountant}
+
+
+def batch_statistics_module(model: nn.Module) -> str | None:
+    """The name of the first module whose training output mixes examples through batch statistics."""
+    for name, module in model.named_modules():
+        if getattr(module, "couples_examples", False) or isinstance(module, nn.modules.batchnorm._BatchNorm):
+            return name or type(module).__name__
+    return None
+
+
+class PrivateTraining:
+    """DP-SGD state of a run: the wrapped optimizer, the noise multiplier and the accountant."""
+
+    def __init__(self, spec, model: nn.Module, optimizer: torch.optim.Optimizer, *, examples: int,
+                 batch_size: int, max_steps: int | None, world: int):
+        if world > 1:
+            raise SeqtoolError("train.privacy: DP-SGD runs in one process (DDP would need every example's "
+                               "gradient clipped before the all-reduce and the noise added once); drop torchrun")
+        coupled = batch_statistics_module(model)
+        if coupled is not None:
+            raise SeqtoolError(f"train.privacy: module {coupled!r} normalizes with batch statistics, which mix "
+                               "examples and keep private running statistics; use norm: layer or none")
+        self.spec, self.model = spec, model
+        self.sample_rate = min(batch_size / examples, 1.0)
+        self.accountant = ACCOUNTANTS[spec.accountant]()
+        self.noise = spec.noise_multiplier or self._noise_for(spec.target_epsilon, max_steps)
+        self.optimizer = DPOptimizer(optimizer, noise_multiplier=self.noise, max_grad_norm=spec.max_grad_norm,
+                                     expected_batch_size=batch_size, loss_reduction="mean")
+
+    def _noise_for(self, epsilon: float, steps: int) -> float:
+        try:
+            return get_noise_multiplier(target_epsilon=epsilon, target_delta=self.spec.delta,
+                                        sample_rate=self.sample_rate, steps=steps, accountant=self.spec.accountant)
+        except ValueError as err:
+            raise SeqtoolError(f"train.privacy.target_epsilon {epsilon}: {first_line(err)}") from None
+
+    def backward(self, batch_of, index: np.ndarray, label_smoothing: float) -> float:
+        """Set each parameter's per-example gradients (p.grad_sample, (B, *p.shape)) from one pass per
+        example of `index`; returns the summed NLL. `batch_of(indices)` makes a batch's tensors."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        rows, nll = [], 0.0
+        for i in index:
+            out = self.model.loss(batch_of(np.asarray([i])), label_smoothing)
+            grads = torch.autograd.grad(out.loss, params, allow_unused=True)
+            rows.append([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)])
+            nll += float(out.nll)
+        for k, p in enumerate(params):
+            p.grad_sample = torch.stack([row[k] for row in rows]) if rows else p.new_zeros((0, *p.shape))
+        return nll
+
+    def stepped(self) -> None:
+        """Account one release of the noisy gradient (every step, whether the update was applied or not)."""
+        self.accountant.step(noise_multiplier=self.noise, sample_rate=self.sample_rate)
+
+    def report(self) -> dict[str, float]:
+        epsilon = self.accountant.get_epsilon(self.spec.delta) if len(self.accountant) else 0.0
+        return {"epsilon": float(epsilon), "sigma": float(self.noise)}
+
+    def state_dict(self) -> dict:
+        return self.accountant.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.accountant.load_state_dict(state)
