@@ -10,10 +10,12 @@ probability q = train.batch_size / N; seqtool/tasks/base.py ExampleTask):
 then the recipe's optimizer steps with g. (epsilon, delta) after T steps of the subsampled Gaussian
 mechanism with rate q and noise sigma comes from Opacus's accountant (RDP by default, or PRV).
 
-Each example's gradient comes from a forward and backward pass of that example alone (the microbatch
-loop of the paper's code), so it cannot depend on another example whatever the model does; that costs
-one pass per example (measured in the README). Opacus's hook-based per-sample gradients do not reach
-seqtool's own recurrent cells (parameters used inside a Python time loop). Clipping, noise and
+Each example's gradient is that of the example's loss computed as a batch of one (torch.func: grad of
+the loss vmapped over the examples, as Opacus's functorch mode does), so it cannot depend on another
+example whatever the model does (the paper's code loops over microbatches of one for the same reason).
+Opacus's hook-based per-sample gradients do not reach seqtool's own recurrent cells (parameters used
+inside a Python time loop, with a state argument its hooks cannot read). The cost against a non-private
+step is measured in the README. Clipping, noise and
 accounting are Opacus's (DPOptimizer, RDPAccountant/PRVAccountant, get_noise_multiplier); the noise
 comes from torch's global generator, which checkpoints carry, so `--resume` repeats the same noise, and
 the accountant's history travels in checkpoints, so a resumed run reports the epsilon of a straight one.
@@ -26,16 +28,27 @@ per-example gradients gathered before clipping and the noise added once; Opacus'
 
 from __future__ import annotations
 
-import numpy as np
+import warnings
+from dataclasses import fields, replace
+
 import torch
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 from opacus.optimizers import DPOptimizer
 from torch import nn
+from torch.func import functional_call, grad, vmap
 
 from seqtool.errors import SeqtoolError, first_line
 
 ACCOUNTANTS = {"rdp": RDPAccountant, "prv": PRVAccountant}
+
+
+def quiet(compute):
+    """An accountant's answer without its warning that a larger RDP order might give a tighter bound (the
+    bound given still holds; the search for a noise multiplier tries many orders at its extremes)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        return compute()
 
 
 def batch_statistics_module(model: nn.Module) -> str | None:
@@ -49,16 +62,17 @@ def batch_statistics_module(model: nn.Module) -> str | None:
 class PrivateTraining:
     """DP-SGD state of a run: the wrapped optimizer, the noise multiplier and the accountant."""
 
-    def __init__(self, spec, model: nn.Module, optimizer: torch.optim.Optimizer, *, examples: int,
+    def __init__(self, spec, loss: nn.Module, optimizer: torch.optim.Optimizer, *, examples: int,
                  batch_size: int, max_steps: int | None, world: int):
+        """`loss`: a module whose forward(batch, label_smoothing) is its model's `loss` (LossModule)."""
         if world > 1:
             raise SeqtoolError("train.privacy: DP-SGD runs in one process (DDP would need every example's "
                                "gradient clipped before the all-reduce and the noise added once); drop torchrun")
-        coupled = batch_statistics_module(model)
+        coupled = batch_statistics_module(loss)
         if coupled is not None:
             raise SeqtoolError(f"train.privacy: module {coupled!r} normalizes with batch statistics, which mix "
                                "examples and keep private running statistics; use norm: layer or none")
-        self.spec, self.model = spec, model
+        self.spec, self.loss = spec, loss
         self.sample_rate = min(batch_size / examples, 1.0)
         self.accountant = ACCOUNTANTS[spec.accountant]()
         self.noise = spec.noise_multiplier or self._noise_for(spec.target_epsilon, max_steps)
@@ -67,31 +81,42 @@ class PrivateTraining:
 
     def _noise_for(self, epsilon: float, steps: int) -> float:
         try:
-            return get_noise_multiplier(target_epsilon=epsilon, target_delta=self.spec.delta,
-                                        sample_rate=self.sample_rate, steps=steps, accountant=self.spec.accountant)
+            return quiet(lambda: get_noise_multiplier(
+                target_epsilon=epsilon, target_delta=self.spec.delta, sample_rate=self.sample_rate, steps=steps,
+                accountant=self.spec.accountant))
         except ValueError as err:
             raise SeqtoolError(f"train.privacy.target_epsilon {epsilon}: {first_line(err)}") from None
 
-    def backward(self, batch_of, index: np.ndarray, label_smoothing: float) -> float:
-        """Set each parameter's per-example gradients (p.grad_sample, (B, *p.shape)) from one pass per
-        example of `index`; returns the summed NLL. `batch_of(indices)` makes a batch's tensors."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        rows, nll = [], 0.0
-        for i in index:
-            out = self.model.loss(batch_of(np.asarray([i])), label_smoothing)
-            grads = torch.autograd.grad(out.loss, params, allow_unused=True)
-            rows.append([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)])
-            nll += float(out.nll)
-        for k, p in enumerate(params):
-            p.grad_sample = torch.stack([row[k] for row in rows]) if rows else p.new_zeros((0, *p.shape))
-        return nll
+    def backward(self, batch, label_smoothing: float) -> float:
+        """Set each parameter's per-example gradients (p.grad_sample, (B, *p.shape)); returns the summed NLL.
+        `batch`: the task's batch, a dataclass whose tensors hold the examples on dim 0 (None: no example
+        was drawn, and the step releases noise alone)."""
+        params = {name: p.detach() for name, p in self.loss.named_parameters() if p.requires_grad}
+        if batch is None:
+            for name, p in self.loss.named_parameters():
+                p.grad_sample = p.new_zeros((0, *p.shape))
+            return 0.0
+        rows = {f.name: getattr(batch, f.name) for f in fields(batch) if isinstance(getattr(batch, f.name), torch.Tensor)}
+
+        def example(params: dict, row: dict):
+            out = functional_call(self.loss, params, (replace(batch, **{k: v.unsqueeze(0) for k, v in row.items()}),
+                                                      label_smoothing))
+            return out.loss, out.nll
+
+        grads, nll = vmap(grad(example, has_aux=True), in_dims=(None, 0), randomness="different")(params, rows)
+        seen = set()
+        for name, p in self.loss.named_parameters():
+            if p.requires_grad:  # parameters summed together (b_ih + b_hh) get one tensor; Opacus marks each
+                p.grad_sample = grads[name].clone() if id(grads[name]) in seen else grads[name]
+                seen.add(id(grads[name]))
+        return float(nll.sum())
 
     def stepped(self) -> None:
         """Account one release of the noisy gradient (every step, whether the update was applied or not)."""
         self.accountant.step(noise_multiplier=self.noise, sample_rate=self.sample_rate)
 
     def report(self) -> dict[str, float]:
-        epsilon = self.accountant.get_epsilon(self.spec.delta) if len(self.accountant) else 0.0
+        epsilon = quiet(lambda: self.accountant.get_epsilon(self.spec.delta)) if len(self.accountant) else 0.0
         return {"epsilon": float(epsilon), "sigma": float(self.noise)}
 
     def state_dict(self) -> dict:

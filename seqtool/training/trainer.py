@@ -130,7 +130,7 @@ class Trainer:
         """DP-SGD (train.privacy): the optimizer becomes Opacus's DPOptimizer around the recipe's."""
         if spec is None:
             return None
-        private = PrivateTraining(spec, self.model, self.optimizer, examples=self.task.train_examples(),
+        private = PrivateTraining(spec, LossModule(self.model), self.optimizer, examples=self.task.train_examples(),
                                   batch_size=self.task.batch_size(), max_steps=self.spec.max_steps,
                                   world=self.dist.world)
         self.optimizer = private.optimizer
@@ -260,7 +260,7 @@ class Trainer:
         (index,) = self._next_items(1)
         self.loss_module.train()
         with autocast(self.spec.precision, self.device):
-            nll = self.privacy.backward(self.task.batch, index, self.spec.label_smoothing)
+            nll = self.privacy.backward(self.task.batch(index) if len(index) else None, self.spec.label_smoothing)
         self._update(nll)
         self.privacy.stepped()
         return len(index), nll
