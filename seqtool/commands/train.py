@@ -160,6 +160,6 @@ def _final_report(recipe: Recipe, trainer: Trainer, task, observer: Observer, di
         observer.info(sample)
     private = trainer.privacy_report()
     if private:
-        observer.info(f"privacy: ({private['epsilon']:.4g}, {recipe.train.privacy.delta:g})-DP after {trainer.state.step} "
-                      f"steps, noise multiplier {private['sigma']:.4g}")
+        observer.info(f"privacy: ({private['epsilon']:.4g}, {recipe.train.privacy.delta:g})-DP after "
+                      f"{trainer.state.step} steps, noise multiplier {private['sigma']:.4g}")
     return {"split": split, **metrics, **private}

@@ -96,7 +96,7 @@ class PrivateTraining:
             for name, p in self.loss.named_parameters():
                 p.grad_sample = p.new_zeros((0, *p.shape))
             return 0.0
-        rows = {f.name: getattr(batch, f.name) for f in fields(batch) if isinstance(getattr(batch, f.name), torch.Tensor)}
+        rows = {f.name: v for f in fields(batch) if isinstance(v := getattr(batch, f.name), torch.Tensor)}
 
         def example(params: dict, row: dict):
             out = functional_call(self.loss, params, (replace(batch, **{k: v.unsqueeze(0) for k, v in row.items()}),
