@@ -93,7 +93,7 @@ class PrivateTraining:
         was drawn, and the step releases noise alone)."""
         params = {name: p.detach() for name, p in self.loss.named_parameters() if p.requires_grad}
         if batch is None:
-            for name, p in self.loss.named_parameters():
+            for p in self.loss.parameters():
                 p.grad_sample = p.new_zeros((0, *p.shape))
             return 0.0
         rows = {f.name: v for f in fields(batch) if isinstance(v := getattr(batch, f.name), torch.Tensor)}
