@@ -208,7 +208,8 @@ class PrivacySpec(Spec):
                                            "computed from target_epsilon for train.max_steps)")
     target_epsilon: float | None = Field(None, gt=0, description="epsilon to reach at train.max_steps (sets "
                                          "noise_multiplier; give one of the two)")
-    max_grad_norm: float = Field(1.0, gt=0, description="C: each example's gradient is clipped to this L2 norm")
+    max_grad_norm: float = Field(1.0, gt=0, description="C: each example's gradient is clipped to this L2 norm "
+                                 "(train.clip_norm is not used)")
     delta: float = Field(1e-5, gt=0, lt=1, description="delta of the (epsilon, delta) guarantee reported")
     accountant: Literal["rdp", "prv"] = Field("rdp", description="Opacus accountant: rdp (Renyi DP, Mironov "
                                               "2017) or prv (privacy random variables, Gopi et al. 2021)")
