@@ -12,7 +12,8 @@ mechanism with rate q and noise sigma comes from Opacus's accountant (RDP by def
 
 Each example's gradient is that of the example's loss computed as a batch of one (torch.func: grad of
 the loss vmapped over the examples, as Opacus's functorch mode does), so it cannot depend on another
-example whatever the model does (the paper's code loops over microbatches of one for the same reason).
+example whatever the model does (the paper's code loops over microbatches of one for the same reason;
+seqtool loops too for a model with an operator vmap cannot batch, such as MemN2N's nonzero).
 Opacus's hook-based per-sample gradients do not reach seqtool's own recurrent cells (parameters used
 inside a Python time loop, with a state argument its hooks cannot read). The cost against a non-private
 step is measured in the README. Clipping, noise and
@@ -73,6 +74,7 @@ class PrivateTraining:
             raise SeqtoolError(f"train.privacy: module {coupled!r} normalizes with batch statistics, which mix "
                                "examples and keep private running statistics; use norm: layer or none")
         self.spec, self.loss = spec, loss
+        self.vectorized = True  # per-example gradients by vmap until the model turns out not to allow it
         self.sample_rate = min(batch_size / examples, 1.0)
         self.accountant = ACCOUNTANTS[spec.accountant]()
         self.noise = spec.noise_multiplier or self._noise_for(spec.target_epsilon, max_steps)
@@ -103,7 +105,19 @@ class PrivateTraining:
                                                       label_smoothing))
             return out.loss, out.nll
 
-        grads, nll = vmap(grad(example, has_aux=True), in_dims=(None, 0), randomness="different")(params, rows)
+        per_example = grad(example, has_aux=True)
+        if self.vectorized:
+            try:
+                grads, nll = vmap(per_example, in_dims=(None, 0), randomness="different")(params, rows)
+            except RuntimeError as err:  # an operator vmap cannot batch (MemN2N's nonzero): loop from now on
+                if "vmap" not in str(err):
+                    raise
+                self.vectorized = False
+        if not self.vectorized:
+            count = next(iter(rows.values())).size(0)
+            each = [per_example(params, {k: v[i] for k, v in rows.items()}) for i in range(count)]
+            grads = {name: torch.stack([g[name] for g, _ in each]) for name in params}
+            nll = torch.stack([n for _, n in each])
         seen = set()
         for name, p in self.loss.named_parameters():
             if p.requires_grad:  # parameters summed together (b_ih + b_hh) get one tensor; Opacus marks each

@@ -110,10 +110,13 @@ def batch_of(inputs, labels, index=slice(None)):
     return ClassifyBatch(tokens[index], mask[index], labels[index], len(labels[index]))
 
 
-def test_per_example_gradients_are_those_of_a_batched_pass_for_a_per_example_norm():
+@pytest.mark.parametrize("vectorized", [True, False])
+def test_per_example_gradients_are_those_of_a_batched_pass_for_a_per_example_norm(vectorized):
+    """By vmap, and by the loop used for models vmap cannot batch."""
     model = rnn("layer")
     inputs, labels = data("rnn", seed=0)
     engine = private(model)
+    engine.vectorized = vectorized
     engine.backward(batch_of(inputs, labels), label_smoothing=0.0)
     batched = example_gradients(model, lambda: nn.functional.cross_entropy(model(*inputs), labels, reduction="none"))
     for p, g in zip(model.parameters(), batched):
