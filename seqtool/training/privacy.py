@@ -13,18 +13,18 @@ mechanism with rate q and noise sigma comes from Opacus's accountant (RDP by def
 Each example's gradient is that of the example's loss computed as a batch of one (torch.func: grad of
 the loss vmapped over the examples, as Opacus's functorch mode does), so it cannot depend on another
 example whatever the model does (the paper's code loops over microbatches of one for the same reason;
-seqtool loops too for a model with an operator vmap cannot batch, such as MemN2N's nonzero).
-Opacus's hook-based per-sample gradients do not reach seqtool's own recurrent cells (parameters used
-inside a Python time loop, with a state argument its hooks cannot read). The cost against a non-private
-step is measured in the README. Clipping, noise and
-accounting are Opacus's (DPOptimizer, RDPAccountant/PRVAccountant, get_noise_multiplier); the noise
-comes from torch's global generator, which checkpoints carry, so `--resume` repeats the same noise, and
-the accountant's history travels in checkpoints, so a resumed run reports the epsilon of a straight one.
+seqtool loops too for a model with an operator vmap cannot batch, such as MemN2N's nonzero). Opacus's
+hook-based per-sample gradients do not reach seqtool's own recurrent cells (parameters used inside a
+Python time loop, with a state argument its hooks cannot read). Clipping, noise and accounting are
+Opacus's (DPOptimizer, RDPAccountant/PRVAccountant, get_noise_multiplier); the noise comes from torch's
+global generator, which checkpoints carry, so `--resume` repeats the same noise, and the accountant's
+history travels in checkpoints, so a resumed run reports the epsilon of a straight one.
 
-Refused (one line, exit 2): batch statistics (torch's batch norms, the modules Opacus's ModuleValidator
+Refused here (one line, exit 2): batch statistics (torch's batch norms, which Opacus's ModuleValidator
 refuses for the same reason, and seqtool's norms marked `couples_examples`: an example's normalized
-value, and the running statistics kept, depend on the other examples), more than one process (DDP would need the
-per-example gradients gathered before clipping and the noise added once; Opacus's DPDDP is not wired in).
+value, and the running statistics kept, depend on the other examples), and more than one process (DDP
+would need the per-example gradients clipped before the all-reduce and the noise added once; Opacus's
+DPDDP is not wired in). The recipe's other refusals are in seqtool/recipe/schema.py (_privacy_problems).
 """
 
 from __future__ import annotations
