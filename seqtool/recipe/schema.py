@@ -379,8 +379,8 @@ def _privacy_problems(r: Recipe, task) -> list[str]:
         return []
     problems = []
     if not task.example_level:
-        problems.append(f"{where}: task {r.task!r} batches streams or token budgets, not independently sampled "
-                        "examples; DP-SGD here needs an example-level task (classify, qa)")
+        problems.append(f"{where}: task {r.task!r} does not draw its batches as Poisson-sampled examples, which "
+                        "DP-SGD's accounting assumes; use an example-level task (classify, qa)")
     if t.accumulate > 1:
         problems.append(f"{where}: train.accumulate {t.accumulate}: each step is one Poisson-sampled batch; "
                         "raise train.batch_size instead")
