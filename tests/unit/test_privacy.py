@@ -237,4 +237,5 @@ model: {arch: rnnlm}
 train: {privacy: {noise_multiplier: 1.0}}
 """, encoding="utf-8")
     code, _, err = invoke(["check", "lm.yaml"], capsys, monkeypatch)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "task 'lm' does not draw its batches as Poisson-sampled" in err, err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "task 'lm' does not draw its batches as Poisson-sampled" in err
