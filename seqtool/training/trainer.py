@@ -2,16 +2,18 @@
 
 A step: take `accumulate` batches, sum their losses normalised by the step's target tokens (over
 all ranks), skip the step if the loss or gradient is not finite, clip, update, schedule (at the step
-and scale the model's `schedule_clock` hook gives: MemN2N's linear start); under train.privacy a step is
-DP-SGD's (seqtool/training/privacy.py: per-example gradients, clipped and noised; train.clip_norm unused).
-Each training log line carries what the model's `training_report` hook gives (a DEQ's solver iterations)
-and, private, epsilon so far. Every `validate_every` steps the task measures the model and the model's
-`validated` hook sees the metrics; every `checkpoint.every` steps, at every new best validation (so
-`best.pt` is the best model validated, not the best one that fell on a checkpoint step), at the end and on
-SIGINT/SIGTERM, rank 0 writes a checkpoint that lets `--resume` continue exactly. A signal lets the step in
-progress finish but cuts a validation short; a second one stops at once without saving (ForcedStop unwinds
-through the atomic writes, so nothing half-written stays), and a third gets the default action, which
-ends the process even inside a long operation.
+and scale the model's `schedule_clock` hook gives: MemN2N's linear start). Each training log line
+carries what the model's `training_report` hook gives (a DEQ's solver iterations). Every `validate_every`
+steps the task measures the model and the model's `validated` hook sees the metrics; every
+`checkpoint.every` steps, at every new best validation (so `best.pt` is the best model validated, not
+the best one that fell on a checkpoint step), at the end and on SIGINT/SIGTERM, rank 0 writes a
+checkpoint that lets `--resume` continue exactly. A signal lets the step in progress finish but cuts a
+validation short; a second one stops at once without saving (ForcedStop unwinds through the atomic
+writes, so nothing half-written stays), and a third gets the default action, which ends the process
+even inside a long operation.
+
+Under train.privacy a step is DP-SGD's (seqtool/training/privacy.py): per-example gradients, clipped and
+noised (train.clip_norm unused), and each training log line carries epsilon so far.
 """
 
 from __future__ import annotations
