@@ -115,7 +115,11 @@ class PrivateTraining:
                 self.vectorized = False
         if not self.vectorized:
             count = next(iter(rows.values())).size(0)
-            each = [per_example(params, {k: v[i] for k, v in rows.items()}) for i in range(count)]
+            try:
+                each = [per_example(params, {k: v[i] for k, v in rows.items()}) for i in range(count)]
+            except RuntimeError as err:  # e.g. an autograd.Function without setup_context (NC-GRU's Cayley map)
+                raise SeqtoolError(f"train.privacy: torch.func cannot take this model's per-example gradients "
+                                   f"({first_line(err)})") from None
             grads = {name: torch.stack([g[name] for g, _ in each]) for name in params}
             nll = torch.stack([n for _, n in each])
         seen = set()
