@@ -158,4 +158,8 @@ def _final_report(recipe: Recipe, trainer: Trainer, task, observer: Observer, di
                   + " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     for sample in task.samples(trainer.model, split, settings, count=3):
         observer.info(sample)
-    return {"split": split, **metrics}
+    private = trainer.privacy_report()
+    if private:
+        observer.info(f"privacy: ({private['epsilon']:.4g}, {recipe.train.privacy.delta:g})-DP after "
+                      f"{trainer.state.step} steps, noise multiplier {private['sigma']:.4g}")
+    return {"split": split, **metrics, **private}

@@ -111,6 +111,13 @@ def padding_fraction(batches: list[np.ndarray], src_lens: np.ndarray, tgt_lens: 
     return 1.0 - real / max(padded, 1)
 
 
+def poisson_batches(rng: np.random.Generator, count: int, expected: int) -> list[np.ndarray]:
+    """count // expected batches of example indices, each example in each batch with probability
+    expected / count independently (so a batch may be empty or hold more than `expected`)."""
+    rate = min(expected / count, 1.0)
+    return [np.flatnonzero(rng.random(count) < rate) for _ in range(max(count // expected, 1))]
+
+
 def shard(batches: list, rank: int, world: int) -> list:
     """This rank's batches: every world-th one, the tail cut so all ranks take equally many steps."""
     usable = len(batches) - len(batches) % world

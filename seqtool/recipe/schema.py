@@ -203,6 +203,26 @@ class QuantizeSpec(Spec):
                                  "to [-gamma, gamma] in training and decoding (paper: 25; null: off)")
 
 
+class PrivacySpec(Spec):
+    """DP-SGD (Abadi et al. 2016) with Opacus's optimizer and accountant (seqtool/training/privacy.py): each
+    example's gradient clipped to max_grad_norm, Gaussian noise added, examples Poisson-sampled."""
+    noise_multiplier: float | None = Field(None, gt=0, description="sigma: noise std / max_grad_norm (null: "
+                                           "computed from target_epsilon for train.max_steps)")
+    target_epsilon: float | None = Field(None, gt=0, description="epsilon to reach at train.max_steps (sets "
+                                         "noise_multiplier; give one of the two)")
+    max_grad_norm: float = Field(1.0, gt=0, description="C: each example's gradient is clipped to this L2 norm "
+                                 "(train.clip_norm is not used)")
+    delta: float = Field(1e-5, gt=0, lt=1, description="delta of the (epsilon, delta) guarantee reported")
+    accountant: Literal["rdp", "prv"] = Field("rdp", description="Opacus accountant: rdp (Renyi DP, Mironov "
+                                              "2017) or prv (privacy random variables, Gopi et al. 2021)")
+
+    @model_validator(mode="after")
+    def _one_noise(self) -> PrivacySpec:
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError("give exactly one of noise_multiplier and target_epsilon")
+        return self
+
+
 class TrainSpec(Spec):
     optimizer: OptimSpec = Field(default_factory=OptimSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
@@ -229,6 +249,9 @@ class TrainSpec(Spec):
     compile: bool = Field(False, description="torch.compile the model")
     quantize: QuantizeSpec | None = Field(
         None, description="quantized training: {weights: k, activations: k} bits (null: float training)")
+    privacy: PrivacySpec | None = Field(
+        None, description="differentially private training (DP-SGD): {noise_multiplier or target_epsilon, "
+        "max_grad_norm, delta}; example-level tasks (classify, qa) only (null: off)")
     validate_every: int = Field(1000, gt=0, description="validate every N steps (and at the end)")
     max_bad_steps: int = Field(
         5, ge=1, description="stop after this many consecutive steps with a NaN/inf loss (each is skipped)"
@@ -352,4 +375,26 @@ def _cross_field_problems(r: Recipe) -> list[str]:
     if r.train.early_stopping.metric not in task.metrics:
         problems.append(f"train.early_stopping.metric {r.train.early_stopping.metric!r} is not measured by task "
                         f"{r.task!r} (it measures {', '.join(task.metrics)})")
-    return problems + task.check(r) + r.model.recipe_problems(r)
+    return problems + task.check(r) + r.model.recipe_problems(r) + _privacy_problems(r, task)
+
+
+def _privacy_problems(r: Recipe, task) -> list[str]:
+    """Settings under which DP-SGD's guarantee would not hold or could not be accounted."""
+    t, where = r.train, "train.privacy"
+    if t.privacy is None:
+        return []
+    problems = []
+    if not task.example_level:
+        problems.append(f"{where}: task {r.task!r} does not draw its batches as Poisson-sampled examples, which "
+                        "DP-SGD's accounting assumes; use an example-level task (classify, qa)")
+    if t.accumulate > 1:
+        problems.append(f"{where}: train.accumulate {t.accumulate}: each step is one Poisson-sampled batch; "
+                        "raise train.batch_size instead")
+    if t.quantize is not None:
+        problems.append(f"{where}: train.quantize is not supported with DP-SGD (its straight-through layers "
+                        "are untested with per-example gradients)")
+    if t.precision == "fp16":
+        problems.append(f"{where}: precision fp16 scales the loss by a data-dependent factor; use fp32 or bf16")
+    if t.privacy.target_epsilon is not None and t.max_steps is None:
+        problems.append(f"{where}.target_epsilon needs train.max_steps (the noise is set for the planned steps)")
+    return problems

@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from seqtool.data.batching import shard
+from seqtool.data.batching import poisson_batches, shard
 from seqtool.data.datasets import PreparedData
 from seqtool.data.prepare import prepare
 from seqtool.data.vocab import Vocabs
@@ -31,6 +31,7 @@ from seqtool.models.base import VocabSizes
 
 class Task(ABC):
     metrics: ClassVar[tuple[str, ...]] = ("loss",)
+    example_level: ClassVar[bool] = False  # batches are sets of whole, independent examples (DP-SGD needs it)
 
     def __init__(self, recipe, directory: Path, device, *, rank: int = 0, world: int = 1):
         self.recipe, self.directory, self.device = recipe, Path(directory), device
@@ -85,6 +86,7 @@ class ExampleTask(Task):
 
     split_class: ClassVar[type]
     default_batch: ClassVar[int] = 32
+    example_level = True
 
     def __init__(self, recipe, directory: Path, device, *, rank: int = 0, world: int = 1):
         super().__init__(recipe, directory, device, rank=rank, world=world)
@@ -99,9 +101,20 @@ class ExampleTask(Task):
         return self._splits[name]
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
-        size = self.recipe.train.batch_size or self.default_batch
-        order = np.random.default_rng([self.recipe.seed, epoch]).permutation(len(self.split("train")))
+        """Under train.privacy each batch draws every example with probability size/N (Poisson sampling, what
+        DP-SGD's accountant assumes), N/size batches an epoch; otherwise a shuffled partition."""
+        size, count = self.batch_size(), self.train_examples()
+        rng = np.random.default_rng([self.recipe.seed, epoch])
+        if self.recipe.train.privacy is not None:
+            return shard(poisson_batches(rng, count, size), self.rank, self.world)
+        order = rng.permutation(count)
         return shard([order[i : i + size] for i in range(0, len(order), size)], self.rank, self.world)
+
+    def batch_size(self) -> int:
+        return self.recipe.train.batch_size or self.default_batch
+
+    def train_examples(self) -> int:
+        return len(self.split("train"))
 
     def batch(self, item: np.ndarray):
         return self.split("train").collate(item).to(self.device)

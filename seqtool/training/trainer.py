@@ -11,6 +11,9 @@ checkpoint that lets `--resume` continue exactly. A signal lets the step in prog
 validation short; a second one stops at once without saving (ForcedStop unwinds through the atomic
 writes, so nothing half-written stays), and a third gets the default action, which ends the process
 even inside a long operation.
+
+Under train.privacy a step is DP-SGD's (seqtool/training/privacy.py): per-example gradients, clipped and
+noised (train.clip_norm unused), and each training log line carries epsilon so far.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from seqtool.observe import LogWriteError
 from seqtool.training.checkpoint import CheckpointDir, rng_state, set_rng_state
 from seqtool.training.distributed import DistInfo, all_sum, broadcast_value
 from seqtool.training.optim import Schedule, build_optimizer, clip_gradients
+from seqtool.training.privacy import PrivateTraining
 from seqtool.util.oom import out_of_memory_hint
 from seqtool.util.precision import autocast, autocast_dtype
 
@@ -101,6 +105,7 @@ class Trainer:
         self.device, self.dist = device, dist_info
         self.extra_payload = extra_payload or {}
         self.optimizer = build_optimizer(model.parameters(), self.spec.optimizer)
+        self.privacy = self._private(self.spec.privacy)
         self.schedule = Schedule(self.spec.schedule, self.spec.optimizer.lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(self.spec.precision, device) == torch.float16)
         self.state = TrainerState()
@@ -123,6 +128,20 @@ class Trainer:
             module = nn.parallel.DistributedDataParallel(module, device_ids=ids)
         return module
 
+    def _private(self, spec) -> PrivateTraining | None:
+        """DP-SGD (train.privacy): the optimizer becomes Opacus's DPOptimizer around the recipe's."""
+        if spec is None:
+            return None
+        private = PrivateTraining(spec, LossModule(self.model), self.optimizer, examples=self.task.train_examples(),
+                                  batch_size=self.task.batch_size(), max_steps=self.spec.max_steps,
+                                  world=self.dist.world)
+        self.optimizer = private.optimizer
+        return private
+
+    def privacy_report(self) -> dict[str, float]:
+        """epsilon spent so far (at train.privacy.delta) and the noise multiplier; empty when not private."""
+        return self.privacy.report() if self.privacy else {}
+
     def load_state(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
@@ -136,13 +155,16 @@ class Trainer:
         # A carried LM state belongs to rank 0's rows; other ranks (or another world size) restart it.
         self.carry = payload.get("carry") if payload.get("world", 1) == self.dist.world == 1 else None
         set_rng_state(payload["rng"])
+        if self.privacy:
+            self.privacy.load_state_dict(payload["privacy"])
 
     def payload(self) -> dict:
         scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None
         return {**self.extra_payload, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "scaler": scaler,
                 "trainer": self.state.to_dict(self._elapsed()),
-                "rng": rng_state(), "carry": self.carry, "world": self.dist.world}
+                "rng": rng_state(), "carry": self.carry, "world": self.dist.world,
+                "privacy": self.privacy.state_dict() if self.privacy else None}
 
     # -- the loop ------------------------------------------------------------------------------
     def train(self, startup: float = 0.0) -> TrainerState:
@@ -216,6 +238,8 @@ class Trainer:
 
     def step(self) -> tuple[int, float]:
         """One optimizer update; returns (target tokens on all ranks, summed NLL)."""
+        if self.privacy:
+            return self._private_step()
         batches = [self.task.batch(item) for item in self._next_items(self.spec.accumulate)]
         ntok = int(all_sum(sum(b.ntokens for b in batches), self.dist, self.device))
         self.loss_module.train()
@@ -231,6 +255,17 @@ class Trainer:
         nll = all_sum(nll, self.dist, self.device)
         self._update(nll)
         return ntok, nll
+
+    def _private_step(self) -> tuple[int, float]:
+        """DP-SGD: one Poisson-sampled batch of examples, a gradient per example (clipped and noised by
+        the DPOptimizer in _update), accounted whether or not the update is applied."""
+        (index,) = self._next_items(1)
+        self.loss_module.train()
+        with autocast(self.spec.precision, self.device):
+            nll = self.privacy.backward(self.task.batch(index) if len(index) else None, self.spec.label_smoothing)
+        self._update(nll)
+        self.privacy.stepped()
+        return len(index), nll
 
     def _update(self, nll: float) -> None:
         self.scaler.unscale_(self.optimizer)
@@ -350,6 +385,7 @@ class Trainer:
         rate = s.window_tokens / max(self._elapsed() - s.window_start, 1e-9)
         s.window_tokens, s.window_nll, s.window_start = 0, 0.0, self._elapsed()
         reported = self.model.training_report()
+        reported = {**reported, **self.privacy_report()}
         values = {"loss": loss, "ppl": math.exp(min(loss, 50)), "lr": self.lr, "tokens_per_s": rate, **reported}
         self.obs.scalars(s.step, "train", values)
         self.obs.progress(s.step, f"loss {loss:.3f} lr {self.lr:.2e} {rate:.0f} tok/s")

@@ -117,6 +117,8 @@ def batch_moments(a: torch.Tensor, mask: torch.Tensor | None):
 class BatchNorm(SiteNorm):
     """Per-step batch statistics; running statistics (unbiased variance) shared by all steps."""
 
+    couples_examples: ClassVar[bool] = True  # an example's output depends on the batch (DP-SGD refuses it)
+
     def __init__(self, cfg: BatchNormConfig, features: int, *, shift: bool, gain: float = 1.0, slots: int = 1):
         super().__init__(features, gain=gain, shift=shift)
         self.eps, self.momentum = cfg.eps, cfg.momentum
