@@ -236,7 +236,8 @@ class TrainSpec(Spec):
         "--reset-optimizer, eole reset_optim; the recipe's optimizer settings apply either way), schedule = "
         "the learning-rate schedule's state, plateau scale included (--reset-lr-scheduler), best = the best "
         "validation score and patience count (--reset-meters), progress = step and epoch counters (so "
-        "max_steps counts the new run's steps; --reset-dataloader); the data order always starts afresh")
+        "max_steps counts the new run's steps; --reset-dataloader); the new data is read from the start of an epoch "
+        "either way")
     optimizer: OptimSpec = Field(default_factory=OptimSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     batch_tokens: int = Field(4096, gt=0, le=MAX_BATCH_TOKENS, description="translation: padded tokens per batch "

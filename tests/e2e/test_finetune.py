@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -83,11 +84,18 @@ def test_init_reset_empty_keeps_the_parents_optimizer_step_and_best(parent):
     assert ours["trainer"]["best_value"] == theirs["trainer"]["best_value"]
 
 
-def test_resume_of_a_fine_tuned_run_continues_its_own_checkpoint(parent):
+def test_resume_and_eval_of_a_fine_tuned_run_need_only_its_own_checkpoint(parent):
+    from seqtool.commands.evaluate import evaluate_run
+
     run = _train(parent, merged(CHILD, {"output_dir": "resumed"}))
-    (parent / "runs" / "parent").rename(parent / "gone")  # the parent is not read again
+    (parent / "runs" / "parent").rename(parent / "gone")
     try:
         _train(parent, merged(CHILD, {"output_dir": "resumed", "train": {"max_steps": 4}}), resume=True)
+        shutil.rmtree(run / "data")  # eval prepares it again, with the tokenizer the checkpoint carries
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("SEQTOOL_DATA", str(parent / "data"))
+            patch.chdir(parent)
+            assert evaluate_run(run, "test", {})["step"] == 4
     finally:
         (parent / "gone").rename(parent / "runs" / "parent")
     assert "resumed from" in (run / "train.log").read_text() and _checkpoint(run)["trainer"]["step"] == 4
