@@ -17,6 +17,8 @@ from pathlib import Path
 from seqtool.commands.recipes import Recipe, drop_retired
 from seqtool.commands.runs import checkpoint_path, write_tokenizer
 from seqtool.errors import SeqtoolError
+from seqtool.registry import TASKS
+from seqtool.tasks.base import Task
 from seqtool.training.checkpoint import load_checkpoint
 
 KEY = "train.init_from"
@@ -31,6 +33,12 @@ def load_parent(recipe: Recipe) -> dict | None:
         payload = load_checkpoint(path)
     except SeqtoolError as err:
         raise SeqtoolError(f"{KEY}: {err}") from None
+    _check_fits(recipe, payload, path)
+    return payload
+
+
+def _check_fits(recipe: Recipe, payload: dict, path: Path) -> None:
+    """Refuse a parent whose task, model or state the recipe cannot start from."""
     parent = drop_retired(payload["recipe"])
     if parent.get("task") != recipe.task:
         raise SeqtoolError(f"{KEY}: {path} is a {parent.get('task')!r} run; this recipe's task is {recipe.task!r}")
@@ -38,9 +46,12 @@ def load_parent(recipe: Recipe) -> dict | None:
     if key is not None:
         raise SeqtoolError(f"{KEY}: {key} differs from {path}'s ({_value(parent, key)}); fine-tuning needs the "
                            "parent's architecture (only dropout keys may differ)")
+    task = TASKS.get(recipe.task).builder
+    if payload.get("tokenizer") and task.prepare.__func__ is not Task.prepare.__func__:
+        raise SeqtoolError(f"{KEY}: task {recipe.task!r} makes its vocabulary from its data; fine-tuning with the "
+                           "parent's tokenizer needs a text task (translation, lm)")
     if "optimizer" not in recipe.train.init_reset:
         _check_optimizer(recipe, parent, payload, path)
-    return payload
 
 
 def first_difference(ours: dict, theirs: dict, prefix: str) -> str | None:

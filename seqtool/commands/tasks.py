@@ -10,7 +10,6 @@ import torch
 
 from seqtool.commands.finetune import load_parent, tokenizer_directory
 from seqtool.commands.recipes import Recipe
-from seqtool.errors import SeqtoolError
 from seqtool.registry import TASKS
 from seqtool.tasks.base import Task
 
@@ -29,9 +28,6 @@ def prepare_task(recipe: Recipe, log: Callable[[str], None] = lambda _: None,
         tokenizer = load_parent(recipe).get("tokenizer", {})
     if not tokenizer:
         return task.prepare(recipe, log=log, verify=verify)
-    if task.prepare.__func__ is not Task.prepare.__func__:
-        raise SeqtoolError(f"train.init_from: task {recipe.task!r} makes its vocabulary from its data; fine-tuning "
-                           "with the parent's tokenizer needs a text task (translation, lm)")
     with tokenizer_directory(tokenizer) as directory:
         return task.prepare(recipe, log=log, verify=verify, tokenizer=directory)
 

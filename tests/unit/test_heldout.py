@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from seqtool.data.heldout import held_out_split
+from seqtool.errors import SeqtoolError
 from tests.conftest import shared
 
 
@@ -23,3 +26,17 @@ def test_split_is_fixed_sized_and_leaks_no_sentence():
     for side in (0, 1):
         seen = [{p[side] for p in split[name]} for name in ("train", "valid", "test")]
         assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2]), side
+
+
+def test_a_tsv_line_without_the_columns_fails_naming_file_and_line(tmp_path, monkeypatch):
+    from seqtool.commands.recipes import recipe_from_dict
+    from seqtool.data.prepare import prepare
+
+    (tmp_path / "pairs.tsv").write_text("Hi.\tHallo!\nRun!\tLauf!\nno tab here\n", encoding="utf-8")
+    monkeypatch.setenv("SEQTOOL_DATA", str(tmp_path))
+    recipe = recipe_from_dict({"name": "t", "output_dir": str(tmp_path / "run"),
+                               "data": {"tsv": {"path": "pairs.tsv", "valid": 1, "test": 1}},
+                               "model": {"arch": "rnn_seq2seq"}})
+    with pytest.raises(SeqtoolError, match=r"pairs\.tsv:3: 1 tab-separated fields, data\.tsv needs 2"):
+        prepare(recipe, log=lambda _: None)
+    assert not (tmp_path / "run" / "data").exists()
