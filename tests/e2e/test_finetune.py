@@ -115,3 +115,15 @@ def test_an_init_from_that_is_no_seqtool_run_fails_cleanly(parent, target):
     with pytest.raises(SeqtoolError, match=r"^train\.init_from: .*(not a|no such|no checkpoints)"):
         _train(parent, merged(CHILD, {"output_dir": f"bad-{target}", "train": {"init_from": target}}))
     assert not (parent / f"bad-{target}").exists()
+
+
+def test_seqtool_prepare_of_a_fine_tuning_recipe_encodes_with_the_parents_tokenizer(parent):
+    from seqtool.commands.tasks import prepare_task
+    from seqtool.data.vocab import directory_sha256
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEQTOOL_DATA", str(parent / "data"))
+        patch.chdir(parent)
+        prepared = prepare_task(recipe_from_dict(merged(CHILD, {"output_dir": "prepared"})))
+        assert directory_sha256(parent / prepared / "tokenizer") == directory_sha256(
+            parent / "runs" / "parent" / "data" / "tokenizer")
