@@ -26,7 +26,8 @@ def run_data(run: LoadedRun) -> Path:
             where = "is not inside a run directory" if run.run_dir is None else "names its data elsewhere"
             raise SeqtoolError(f"{run.path}: no prepared data at {directory} (the checkpoint {where}); prepare "
                                "its recipe there with `seqtool prepare`, or evaluate the run directory")
-        prepare_task(run.recipe)
+        fine_tuned = run.recipe.train.init_from is not None  # its tokenizer is its parent's, carried in its checkpoint
+        prepare_task(run.recipe, tokenizer=run.payload.get("tokenizer", {}) if fine_tuned else None)
     if not same_tokenizer(directory, run.payload):
         raise SeqtoolError(f"{directory}: prepared with another tokenizer than {run.path}")
     return directory

@@ -64,16 +64,22 @@ def same_tokenizer(directory: Path, payload: dict) -> bool:
     return tokenizer_sha256(pack_tokenizer(directory / "tokenizer")) == payload.get("tokenizer_sha256")
 
 
+def write_tokenizer(files: dict[str, torch.Tensor], directory: Path) -> Path:
+    """Write packed tokenizer files into an empty `directory` (pack_tokenizer's inverse); returns it."""
+    for name, data in files.items():
+        path = directory / name
+        if directory.resolve() not in path.resolve().parents:
+            raise SeqtoolError(f"tokenizer file name {name!r} escapes its directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.numpy().tobytes())
+    return directory
+
+
 def unpack_vocabs(files: dict[str, torch.Tensor]) -> Vocabs:
     with tempfile.TemporaryDirectory() as tmp:
-        for name, data in files.items():
-            path = Path(tmp) / name
-            if Path(tmp).resolve() not in path.resolve().parents:
-                raise SeqtoolError(f"tokenizer file name {name!r} escapes its directory")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data.numpy().tobytes())
+        directory = write_tokenizer(files, Path(tmp))
         try:
-            return Vocabs.load(Path(tmp))
+            return Vocabs.load(directory)
         except SeqtoolError:
             raise SeqtoolError("the tokenizer stored in the checkpoint is damaged") from None
 

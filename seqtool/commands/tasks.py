@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from seqtool.commands.finetune import load_parent, tokenizer_directory
 from seqtool.commands.recipes import Recipe
 from seqtool.registry import TASKS
 from seqtool.tasks.base import Task
@@ -18,10 +19,17 @@ def task_class(name: str) -> type[Task]:
 
 
 def prepare_task(recipe: Recipe, log: Callable[[str], None] = lambda _: None,
-                 verify: Callable[[Path], None] | None = None) -> Path:
+                 verify: Callable[[Path], None] | None = None, tokenizer: dict | None = None) -> Path:
     """Prepare the recipe's data (a no-op when up to date); returns the prepared directory. `verify`
-    may refuse existing data before anything is replaced."""
-    return task_class(recipe.task).prepare(recipe, log=log, verify=verify)
+    may refuse existing data before anything is replaced. A fine-tuning recipe (train.init_from) encodes
+    with the `tokenizer` files given (a checkpoint's packed ones), by default its parent's."""
+    task = task_class(recipe.task)
+    if recipe.train.init_from is not None and tokenizer is None:
+        tokenizer = load_parent(recipe).get("tokenizer", {})
+    if not tokenizer:
+        return task.prepare(recipe, log=log, verify=verify)
+    with tokenizer_directory(tokenizer) as directory:
+        return task.prepare(recipe, log=log, verify=verify, tokenizer=directory)
 
 
 def open_task(recipe: Recipe, device: torch.device | str = "cpu", *, directory: Path | None = None,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from seqtool.commands.finetune import load_parent
 from seqtool.commands.recipes import Recipe, drop_retired, dump_recipe
 from seqtool.commands.runs import (
     build_model,
@@ -52,18 +53,22 @@ def train_recipe(recipe: Recipe, *, resume: bool = False) -> dict:
     run_dir = Path(recipe.run_dir())
     if resume and not (run_dir / "checkpoints" / "latest.pt").exists():
         raise SeqtoolError(f"{run_dir}: nothing to resume (no checkpoints/latest.pt)")
+    parent = None if resume else load_parent(recipe)  # refused before the run directory is made
     if not dist_info.main:
-        return _train(recipe, run_dir, resume, device, dist_info)
+        return _train(recipe, run_dir, resume, device, dist_info, parent)
     claim_run_dir(run_dir)
     with run_lock(run_dir):  # held until the run ends, so a second train here fails at once
-        return _train(recipe, run_dir, resume, device, dist_info)
+        return _train(recipe, run_dir, resume, device, dist_info, parent)
 
 
-def _train(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device, dist_info: DistInfo) -> dict:
+def _train(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device, dist_info: DistInfo,
+           parent: dict | None) -> dict:
     started = time.perf_counter()
     latest = run_dir / "checkpoints" / "latest.pt"
     payload = _checked_payload(recipe, run_dir, latest, resume)
-    task = _prepare_task(recipe, run_dir, dist_info, device, payload, latest)
+    # a fine-tuned run encodes with its parent's tokenizer, which its own checkpoints carry too
+    tokenizer = (payload or parent).get("tokenizer", {}) if recipe.train.init_from is not None else None
+    task = _prepare_task(recipe, run_dir, dist_info, device, payload, latest, tokenizer)
     seed_everything(recipe.seed)
     sizes = task.sizes()
     model = build_model(recipe, sizes).to(device)
@@ -78,6 +83,8 @@ def _train(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device, di
                       device=device, dist_info=dist_info, extra_payload=extra)
     if payload is not None:
         _resume(trainer, payload, latest, extra, observer)
+    elif parent is not None:
+        _start_from(trainer, parent, recipe, observer)
     observer.info(f"{recipe.name}: {recipe.model.arch} with {count_parameters(model):,} parameters on {device}"
                   f"{f' x{dist_info.world} ranks' if dist_info.world > 1 else ''}; run dir {run_dir}")
     try:
@@ -112,7 +119,7 @@ def _checked_payload(recipe: Recipe, run_dir: Path, latest: Path, resume: bool) 
 
 
 def _prepare_task(recipe: Recipe, run_dir: Path, dist_info: DistInfo, device: torch.device,
-                  payload: dict | None, latest: Path):
+                  payload: dict | None, latest: Path, tokenizer: dict | None):
     """Rank 0 prepares (a no-op when up to date) and writes the run's recipe; others wait for it. A
     resume refuses data with another tokenizer than the checkpoint's before it replaces the prepared
     data or recipe.yaml, so a refused resume changes nothing."""
@@ -123,7 +130,7 @@ def _prepare_task(recipe: Recipe, run_dir: Path, dist_info: DistInfo, device: to
 
     if dist_info.main:
         prepare_task(recipe, log=lambda m: print(m, file=sys.stderr),
-                     verify=check_tokenizer if payload is not None else None)
+                     verify=check_tokenizer if payload is not None else None, tokenizer=tokenizer)
         dump_recipe(recipe, run_dir / "recipe.yaml")
     barrier(dist_info)
     return open_task(recipe, device, directory=prepared_dir(recipe), rank=dist_info.rank, world=dist_info.world)
@@ -142,6 +149,17 @@ def _resume(trainer: Trainer, payload: dict, latest: Path, extra: dict, observer
     trainer.ckpt.latest_step = trainer.state.step
     observer.truncate_after(trainer.state.step)
     observer.info(f"resumed from {latest} at step {trainer.state.step} (epoch {trainer.state.epoch})")
+
+
+def _start_from(trainer: Trainer, parent: dict, recipe: Recipe, observer: Observer) -> None:
+    keep = {"optimizer", "schedule", "best", "progress"} - set(recipe.train.init_reset)
+    try:
+        trainer.start_from(parent, keep)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:  # state of another seqtool, or damaged
+        raise SeqtoolError(f"train.init_from: {recipe.train.init_from}: cannot start from this checkpoint "
+                           f"({first_line(err)})") from None
+    observer.info(f"fine-tuning from {recipe.train.init_from} (step {parent.get('trainer', {}).get('step')}); "
+                  f"kept: {', '.join(sorted(keep)) or 'weights only'}")
 
 
 def _final_report(recipe: Recipe, trainer: Trainer, task, observer: Observer, dist_info: DistInfo) -> dict:

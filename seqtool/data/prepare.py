@@ -5,7 +5,8 @@ Layout of a prepared directory:
                                  `files`: every file's size (all present = up to date)
     .seqtool-prepared            marks the directory as seqtool's to replace
     tokenizer/                   the Vocabs (see vocab.py)
-    raw/                         generated corpora (synthetic tasks only)
+    raw/                         generated corpora (synthetic tasks), or the train/valid/test split of a
+                                 data.tsv file (seqtool/data/heldout.py)
     <split>.gaps.bin             generated retrieval text: per token of the stream (int32), the gap of the
                                  query whose answer it is (0: none; seqtool/data/retrieval.py)
     refs/<split>.src / .tgt      raw text of valid/test pairs, for decoding and BLEU
@@ -29,13 +30,14 @@ from pathlib import Path
 import numpy as np
 
 from seqtool import __version__
+from seqtool.data.heldout import held_out_split
 from seqtool.data.retrieval import generate_documents
 from seqtool.data.synthetic import generate_pairs
-from seqtool.data.textio import iter_chunks, iter_lines, iter_pair_chunks, sha256_file
+from seqtool.data.textio import iter_chunks, iter_lines, iter_numbered_lines, iter_pair_chunks, sha256_file
 from seqtool.data.tokenizer import EOS, train_tokenizer
 from seqtool.data.vocab import Vocabs, directory_sha256
 from seqtool.errors import SeqtoolError
-from seqtool.recipe.schema import GenerateSpec, Recipe, SplitSpec, TextDataSpec
+from seqtool.recipe.schema import GenerateSpec, Recipe, SplitSpec, TextDataSpec, TsvSpec
 from seqtool.util.files import atomic_write_text
 from seqtool.util.ownership import PREPARED_MARKER, check_outside, check_replaceable, claim_run_dir, locked
 
@@ -58,27 +60,27 @@ def prepared_place(recipe: Recipe) -> Path:
     return prepared_dir(recipe)
 
 
-def prepare(recipe: Recipe, log=print, verify=None) -> Path:
+def prepare(recipe: Recipe, log=print, verify=None, tokenizer: Path | None = None) -> Path:
     """Make the prepared directory for a recipe's data unless an identical one exists; return it.
-    `verify(directory)` may refuse the data before it replaces anything (see build_prepared)."""
+    `verify(directory)` may refuse the data before it replaces anything (see build_prepared).
+    `tokenizer`, a saved Vocabs directory (a fine-tuned run's parent's), encodes the data instead of one
+    trained on it; its hash joins the fingerprint, so another tokenizer means another preparation."""
     out = prepared_dir(recipe)
     spec = recipe.data
     splits = _resolve_splits(spec, out)
-    fingerprint = _fingerprint(recipe, splits)
+    fingerprint = _fingerprint(recipe, splits, tokenizer)
     started = time.perf_counter()
 
     def build(stage: Path) -> dict:
         sources = splits
-        if spec.generate is not None:  # generated corpora are written into the stage first
-            _generate(spec.generate, stage)
+        if spec.generate is not None or spec.tsv is not None:  # their splits are written into the stage first
+            _write_raw(recipe, stage)
             sources = _resolve_splits(spec, stage)
-        vocabs = _train_vocabs(recipe, sources["train"])
-        vocabs.save(stage / "tokenizer")
+        vocabs = _vocabs(recipe, sources["train"], tokenizer, stage / "tokenizer")
         counts = {name: _encode_split(recipe, name, split, vocabs, stage) for name, split in sources.items()}
         return _manifest(recipe, fingerprint, vocabs, counts, stage)
 
-    inputs = [] if spec.generate is not None else [  # generated corpora have no files to protect
-        Path(p) for split in splits.values() for p in split.model_dump(exclude_none=True).values()]
+    inputs = list(_inputs(spec, splits).values())
     manifest = build_prepared(prepared_place(recipe), fingerprint, build, log, inputs=inputs, verify=verify)
     if manifest is not None:
         lines = sum(c["lines"] for c in manifest["splits"].values())
@@ -147,10 +149,12 @@ def _up_to_date(out: Path, fingerprint: dict, log, verify) -> bool:
 
 
 def _resolve_splits(spec: TextDataSpec, out: Path) -> dict[str, SplitSpec]:
-    """Split name to absolute file paths; generated corpora live in <prepared>/raw."""
-    if spec.generate is not None:
+    """Split name to absolute file paths; generated corpora and a split tsv file live in <prepared>/raw."""
+    if spec.tsv is not None:
+        _checked_file("data.tsv.path", data_root() / spec.tsv.path)
+    if spec.generate is not None or spec.tsv is not None:
         raw = out / "raw"
-        if spec.generate.task == "retrieval":
+        if spec.generate is not None and spec.generate.task == "retrieval":
             return {s: SplitSpec(text=str(raw / f"{s}.txt")) for s in SPLITS}
         return {s: SplitSpec(src=str(raw / f"{s}.src"), tgt=str(raw / f"{s}.tgt")) for s in SPLITS}
     root = data_root()
@@ -161,25 +165,38 @@ def _resolve_splits(spec: TextDataSpec, out: Path) -> dict[str, SplitSpec]:
             continue
         paths = {side: str(root / p) for side, p in split.model_dump().items() if p is not None}
         for side, path in paths.items():
-            if not Path(path).is_file():
-                # prepare reads a corpus several times (hash, tokenizer, encoding): a FIFO cannot serve
-                what = "not a regular file" if Path(path).exists() else "no such file"
-                raise SeqtoolError(f"data.{name}.{side}: {path}: {what} (data root: {root}; "
-                                   "set SEQTOOL_DATA or fix the path)")
+            _checked_file(f"data.{name}.{side}", Path(path))
         resolved[name] = SplitSpec(**paths)
     if "valid" not in resolved:
         raise SeqtoolError("data.valid: a validation split is required")
     return resolved
 
 
-def _fingerprint(recipe: Recipe, splits: dict[str, SplitSpec]) -> dict:
+def _checked_file(key: str, path: Path) -> None:
+    if not path.is_file():
+        # prepare reads a corpus several times (hash, tokenizer, encoding): a FIFO cannot serve
+        what = "not a regular file" if path.exists() else "no such file"
+        raise SeqtoolError(f"{key}: {path}: {what} (data root: {data_root()}; set SEQTOOL_DATA or fix the path)")
+
+
+def _inputs(spec: TextDataSpec, splits: dict[str, SplitSpec]) -> dict[str, Path]:
+    """The corpus files the data is made from (none for a generated corpus), by name."""
+    if spec.generate is not None:
+        return {}
+    if spec.tsv is not None:
+        return {"tsv": data_root() / spec.tsv.path}
+    return {f"{name}.{side}": Path(path) for name, split in splits.items()
+            for side, path in split.model_dump(exclude_none=True).items()}
+
+
+def _fingerprint(recipe: Recipe, splits: dict[str, SplitSpec], tokenizer: Path | None) -> dict:
     settings = recipe.data.model_dump(mode="json", exclude={"prepared_dir"})
-    inputs = {}
-    if recipe.data.generate is None:
-        for name, split in splits.items():
-            for side, path in split.model_dump(exclude_none=True).items():
-                inputs[f"{name}.{side}"] = {"path": path, "sha256": sha256_file(Path(path))}
-    return {"format": FORMAT, "task": recipe.task, "settings": settings, "inputs": inputs}
+    inputs = {name: {"path": str(path), "sha256": sha256_file(path)}
+              for name, path in _inputs(recipe.data, splits).items()}
+    fingerprint = {"format": FORMAT, "task": recipe.task, "settings": settings, "inputs": inputs}
+    if tokenizer is not None:
+        fingerprint["tokenizer_sha256"] = directory_sha256(tokenizer)
+    return fingerprint
 
 
 def _is_current(out: Path, fingerprint: dict) -> bool:
@@ -192,9 +209,34 @@ def _is_current(out: Path, fingerprint: dict) -> bool:
         return False
 
 
+def _write_raw(recipe: Recipe, stage: Path) -> None:
+    (stage / "raw").mkdir(parents=True)
+    if recipe.data.generate is not None:
+        _generate(recipe.data.generate, stage)
+    else:
+        _split_tsv(recipe.data.tsv, stage / "raw", recipe.data.encoding_errors)
+
+
+def _split_tsv(spec: TsvSpec, raw: Path, errors: str) -> None:
+    """The held-out split of a tab-separated file of pairs, as raw/<split>.src / .tgt."""
+    path, wanted = data_root() / spec.path, max(spec.src_column, spec.tgt_column)
+    pairs = []
+    for number, line in iter_numbered_lines(path, errors):
+        fields = line.split("\t")
+        if len(fields) < wanted:
+            raise SeqtoolError(f"{path}:{number}: {len(fields)} tab-separated fields, data.tsv needs {wanted}")
+        pairs.append((fields[spec.src_column - 1], fields[spec.tgt_column - 1]))
+    for name, chosen in held_out_split(pairs, {"test": spec.test, "valid": spec.valid}, spec.seed).items():
+        if not chosen:
+            raise SeqtoolError(f"data.tsv: {path}: too few distinct pairs for the held-out splits "
+                               f"({len(pairs)} lines; valid {spec.valid} and test {spec.test} leave none to train)")
+        for side in (0, 1):
+            text = "".join(pair[side] + "\n" for pair in chosen)
+            (raw / f"{name}.{('src', 'tgt')[side]}").write_text(text, encoding="utf-8")
+
+
 def _generate(spec: GenerateSpec, stage: Path) -> None:
     raw = stage / "raw"
-    raw.mkdir(parents=True)
     for split in SPLITS:  # streamed: a large data.generate count never sits in memory
         if spec.task == "retrieval":
             _generate_text(spec, split, raw / f"{split}.txt", stage / f"{split}.gaps.bin")
@@ -214,6 +256,15 @@ def _generate_text(spec: GenerateSpec, split: str, text: Path, gaps: Path) -> No
         for line, gaps_of_words in generate_documents(spec, split):
             words.write(" ".join(line) + "\n")
             marks.write(np.asarray([*gaps_of_words, 0], np.int32).tobytes())  # 0: the line's EOS
+
+
+def _vocabs(recipe: Recipe, train: SplitSpec, given: Path | None, place: Path) -> Vocabs:
+    """The tokenizers saved at `place`: a copy of the `given` directory's files, else trained on `train`."""
+    if given is None:
+        _train_vocabs(recipe, train).save(place)
+    else:
+        shutil.copytree(given, place)
+    return Vocabs.load(place)
 
 
 def _train_vocabs(recipe: Recipe, train: SplitSpec) -> Vocabs:

@@ -79,6 +79,21 @@ class GenerateSpec(Spec):
         return self
 
 
+class TsvSpec(Spec):
+    """One tab-separated file of sentence pairs without an official split (Tatoeba): prepare makes a fixed
+    held-out split of it (seqtool/data/heldout.py: duplicates dropped, pairs sharing a side kept together)."""
+
+    path: str = Field(description="the file, under the data root (e.g. tatoeba-deu-eng/deu.txt)")
+    src_column: int = Field(2, ge=1, description="source field, counted from 1 as `cut -f` does (Tatoeba: 2, "
+                            "the non-English side)")
+    tgt_column: int = Field(1, ge=1, description="target field, counted from 1 (Tatoeba: 1, English)")
+    valid: int = Field(1000, gt=0, le=MAX_GENERATED, description="held-out validation pairs (at least: a group of "
+                       "pairs sharing a sentence is never cut)")
+    test: int = Field(1000, gt=0, le=MAX_GENERATED, description="held-out test pairs (at least, as valid)")
+    seed: Seed = Field(1, description="split seed (independent of the training seed): the same file and seed give "
+                       "the same split")
+
+
 class TokenizerSpec(Spec):
     kind: Literal["word", "wordpiece", "sentencepiece"] = Field(
         "sentencepiece", description="word: whitespace words; wordpiece: tokenizers WordPiece with "
@@ -116,6 +131,8 @@ class TextDataSpec(DataSpec):
     )
     pair: str = Field("de-en", pattern=r"^[a-z]{2}-[a-z]{2}$", description="multi30k: src-tgt languages")
     generate: GenerateSpec | None = Field(None, description="generate a synthetic corpus instead of files")
+    tsv: TsvSpec | None = Field(None, description="translation: one tab-separated file of pairs, split into "
+                                "train/valid/test at prepare time (instead of train/valid/test files)")
     train: SplitSpec | None = Field(None, description="training split (paths under the data root)")
     valid: SplitSpec | None = Field(None, description="validation split")
     test: SplitSpec | None = Field(None, description="test split")
@@ -132,10 +149,13 @@ class TextDataSpec(DataSpec):
             for split, spec in corpus_splits(self.corpus, self.pair).items():
                 if getattr(self, split) is None:
                     setattr(self, split, spec)
-        if self.generate is None and self.train is None:
-            raise ValueError("data needs train files, a known corpus or generate")
-        if self.generate is not None and (self.train or self.valid or self.test):
-            raise ValueError("data.generate makes its own splits; drop train/valid/test")
+        if self.generate is None and self.tsv is None and self.train is None:
+            raise ValueError("data needs train files, a known corpus, a tsv file or generate")
+        for key in ("generate", "tsv"):
+            if getattr(self, key) is not None and (self.train or self.valid or self.test):
+                raise ValueError(f"data.{key} makes its own splits; drop train/valid/test")
+        if self.generate is not None and self.tsv is not None:
+            raise ValueError("data.generate and data.tsv are two corpora; choose one")
         return self
 
 
@@ -223,7 +243,23 @@ class PrivacySpec(Spec):
         return self
 
 
+InitReset = Literal["optimizer", "schedule", "best", "progress"]
+
+
 class TrainSpec(Spec):
+    init_from: str | None = Field(
+        None, description="fine-tune: start from the weights of this trained run (its best checkpoint, else its "
+        "latest) or checkpoint file; its tokenizer encodes this recipe's data (data.tokenizer is not used) and "
+        "`model` must match its model section, keys with dropout in their name excepted (they change no "
+        "weights); --resume continues this run's own checkpoints, not the parent's")
+    init_reset: list[InitReset] = Field(
+        ["optimizer", "schedule", "best", "progress"], description="with init_from, what starts afresh rather "
+        "than from the parent (leave a name out to keep the parent's): optimizer = moments (fairseq "
+        "--reset-optimizer, eole reset_optim; the recipe's optimizer settings apply either way), schedule = "
+        "the learning-rate schedule's state, plateau scale included (--reset-lr-scheduler), best = the best "
+        "validation score and patience count (--reset-meters), progress = step and epoch counters (so "
+        "max_steps counts the new run's steps; --reset-dataloader); the new data is read from the start of an epoch "
+        "either way")
     optimizer: OptimSpec = Field(default_factory=OptimSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     batch_tokens: int = Field(4096, gt=0, le=MAX_BATCH_TOKENS, description="translation: padded tokens per batch "

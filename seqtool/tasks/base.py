@@ -40,10 +40,12 @@ class Task(ABC):
         self.vocabs = Vocabs.load(self.directory / "tokenizer")
 
     @classmethod
-    def prepare(cls, recipe, log, verify=None) -> Path:
+    def prepare(cls, recipe, log, verify=None, tokenizer: Path | None = None) -> Path:
         """Make the prepared directory (idempotent); the default reads text corpora. `verify(directory)`
-        may refuse the data before it replaces anything."""
-        return prepare(recipe, log, verify)
+        may refuse the data before it replaces anything; `tokenizer` (a saved Vocabs directory, a
+        fine-tuned run's parent's) encodes it instead of one trained on it. A task that overrides this
+        makes its own vocabulary and takes no tokenizer."""
+        return prepare(recipe, log, verify, tokenizer)
 
     @classmethod
     def check(cls, recipe) -> list[str]:

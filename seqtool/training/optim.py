@@ -39,12 +39,16 @@ def clip_gradients(params: list[torch.Tensor], limit: float | None, per_paramete
 
 
 class Schedule:
+    """The learning rate at each step; `origin` is the trainer step the schedule counts from (not 0 only
+    in a fine-tuned run that keeps the parent's step count but restarts its schedule, or the reverse)."""
+
     def __init__(self, spec: ScheduleSpec, base_lr: float):
         self.spec, self.base_lr = spec, base_lr
         self.plateau_scale, self.bad, self.best = 1.0, 0, None
+        self.origin = 0
 
     def lr(self, step: int) -> float:
-        s, lr = self.spec, self.base_lr
+        s, lr, step = self.spec, self.base_lr, step - self.origin
         if s.warmup_steps and step < s.warmup_steps and s.name != "plateau":
             lr *= (step + 1) / s.warmup_steps
         elif s.name == "inverse_sqrt" and s.warmup_steps:
@@ -73,7 +77,8 @@ class Schedule:
             self.bad = 0
 
     def state_dict(self) -> dict:
-        return {"plateau_scale": self.plateau_scale, "bad": self.bad, "best": self.best}
+        return {"plateau_scale": self.plateau_scale, "bad": self.bad, "best": self.best, "origin": self.origin}
 
     def load_state_dict(self, state: dict) -> None:
         self.plateau_scale, self.bad, self.best = state["plateau_scale"], state["bad"], state["best"]
+        self.origin = state.get("origin", 0)  # checkpoints from before fine-tuning count from step 0

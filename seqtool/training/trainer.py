@@ -158,6 +158,31 @@ class Trainer:
         if self.privacy:
             self.privacy.load_state_dict(payload["privacy"])
 
+    def start_from(self, payload: dict, keep: set[str]) -> None:
+        """Fine-tuning: a parent checkpoint's weights and, of its training state, only the parts `keep`
+        names (optimizer, schedule, best, progress: what train.init_reset leaves out); the rest, and
+        the data order, start as in a new run."""
+        self.model.load_state_dict(payload["model"])
+        parent = payload.get("trainer") or {}
+        if "optimizer" in keep:
+            ours = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
+            self.optimizer.load_state_dict(payload["optimizer"])
+            for group, settings in zip(self.optimizer.param_groups, ours):
+                group.update(settings)  # the parent's moments, the recipe's hyperparameters
+        s = self.state
+        if "progress" in keep:
+            s.step, s.epoch = parent["step"], parent["epoch"]
+        if "best" in keep:
+            s.best_value, s.bad_validations = parent["best_value"], parent["bad_validations"]
+            if "progress" in keep:  # else the parent's best step could be mistaken for one of this run
+                s.best_step, s.ranking = parent["best_step"], [tuple(r) for r in parent["ranking"]]
+        if "schedule" in keep:
+            self.schedule.load_state_dict(payload["schedule"])
+            # continue at the parent's schedule position, whatever this run's step count starts at
+            self.schedule.origin = s.step - (parent["step"] - self.schedule.origin)
+        else:
+            self.schedule.origin = s.step
+
     def payload(self) -> dict:
         scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None
         return {**self.extra_payload, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

@@ -41,3 +41,15 @@ def test_inverse_sqrt_warms_up_linearly_then_decays_as_the_inverse_square_root()
     assert schedule.lr(199) == schedule.lr(200) == pytest.approx(1e-3)  # the peak, continuous
     assert schedule.lr(800) == pytest.approx(0.5e-3)  # lr * sqrt(warmup / step)
     assert schedule.lr(20000) == pytest.approx(1e-4)
+
+
+def test_a_schedule_counts_from_its_origin_and_checkpoints_it():
+    spec = ScheduleSpec(name="inverse_sqrt", warmup_steps=4)
+    fresh, moved = Schedule(spec, 1.0), Schedule(spec, 1.0)
+    moved.origin = 10  # a fine-tuned run that keeps the parent's step 10 but restarts the schedule
+    assert [moved.lr(10 + s) for s in range(8)] == [fresh.lr(s) for s in range(8)]
+    restored = Schedule(spec, 1.0)
+    restored.load_state_dict(moved.state_dict())
+    assert restored.origin == 10
+    restored.load_state_dict({"plateau_scale": 1.0, "bad": 0, "best": None})  # a checkpoint from before origins
+    assert restored.origin == 0
