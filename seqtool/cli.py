@@ -222,8 +222,10 @@ def plot(runs: Annotated[list[Path], typer.Argument(help="run directories")],
 @app.command()
 def export(checkpoint: CheckpointOpt,
            output: Annotated[Path, typer.Option("--output", "-o", help="new directory for the exported model")],
-           format: Annotated[str, typer.Option("--format", help="onnx or torchscript")] = "onnx") -> None:
-    """Export a translation run's encoder and decoder step (ONNX or TorchScript) with its tokenizer."""
+           format: Annotated[str, typer.Option("--format", help="onnx, torchscript, or ctranslate2 (Transformer "
+                                                               "only)")] = "onnx") -> None:
+    """Export a translation run's encoder and decoder step (ONNX or TorchScript), or a Transformer as a
+    CTranslate2 model, with its tokenizer."""
     from seqtool.commands.export import export_run
 
     manifest = export_run(checkpoint, format, output)
