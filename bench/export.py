@@ -10,6 +10,8 @@ Sources default to the run's raw test split. Each format is exported into a temp
 onnx and torchscript decode through seqtool's search; ctranslate2 (a Transformer only) runs
 CTranslate2's own search, once in float32 and once in int8 (its compute type), so its outputs differ
 where its length penalty (length^alpha) differs from seqtool's. --int8 adds seqtool's int8 model.
+Speeds are given per wall second and per CPU second of this process (one thread: the CPU figure is
+the one other jobs on a shared machine barely move); the ratio is of CPU seconds.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ def seqtool_search(model, vocabs):
     return lambda lines, spec: [t.text for t in translate_lines(model, vocabs, lines, spec, device=torch.device("cpu"))]
 
 
-def timed(translate, lines: list[str], spec) -> tuple[float, list[str]]:
+def timed(translate, lines: list[str], spec) -> tuple[float, float, list[str]]:
+    """Wall and CPU seconds (this process, all its threads) of translating `lines`, and the outputs."""
     translate(lines[:16], spec)  # warm-up
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = translate(lines, spec)
-    return time.perf_counter() - start, out
+    return time.perf_counter() - start, time.process_time() - cpu, out
 
 
 def main() -> None:
@@ -72,17 +75,18 @@ def main() -> None:
                 runtimes[fmt] = seqtool_search(loaded.model, loaded.vocabs)
             print(f"export {fmt}: {time.perf_counter() - start:.1f} s", flush=True)
         print(f"{len(lines)} sentences of {src}, {run.recipe.model.arch}, one thread")
-        print("| beam | runtime | sentences/s | vs PyTorch | identical outputs | BLEU |\n|---|---|---|---|---|---|")
+        print("| beam | runtime | sentences/s | sentences/CPU-s | vs PyTorch (CPU) | identical outputs | BLEU |\n"
+              "|---|---|---|---|---|---|---|")
         for beam in map(int, args.beams.split(",")):
             spec = run.recipe.decode.model_copy(update={"beam": beam, "precision": "fp32"})
             base, ours = None, None
             for name, translate in runtimes.items():
-                took, theirs = timed(translate, lines, spec)
-                base, ours = base or took, ours or theirs
+                took, cpu, theirs = timed(translate, lines, spec)
+                base, ours = base or cpu, ours or theirs
                 same = sum(a == b for a, b in zip(ours, theirs))
                 bleu = f"{corpus_metrics(theirs, refs, ['bleu'])['bleu'].score:.2f}" if refs else "-"
-                print(f"| {beam} | {name} | {len(lines) / took:.1f} | {base / took:.2f} | {same}/{len(lines)} | "
-                      f"{bleu} |", flush=True)
+                print(f"| {beam} | {name} | {len(lines) / took:.1f} | {len(lines) / cpu:.1f} | {base / cpu:.2f} | "
+                      f"{same}/{len(lines)} | {bleu} |", flush=True)
 
 if __name__ == "__main__":
     main()
