@@ -146,16 +146,20 @@ class Ct2Translator:
         self.src_pieces = pieces(vocabs.src)
         self.tgt_ids = {piece: i for i, piece in enumerate(pieces(vocabs.tgt))}
 
-    def translate(self, lines: list[str], settings: DecodeSpec, *, batch: int = 64) -> list[str]:
+    def translate(self, lines: list[str], settings: DecodeSpec, *, batch: int = 64, exact_limits: bool = True
+                  ) -> list[str]:
         """Beam search (greedy at beam 1) under seqtool's output limit floor(a * |x|) + b (steps, </s>
-        included) and with <pad> and <s> never produced, as seqtool's search does. Sentences are sent in
-        groups of one limit, since CTranslate2 takes one limit a call. CTranslate2's length penalty divides
-        by length^alpha, not GNMT's ((5 + length) / 6)^alpha; its coverage penalty is not used."""
+        included) and with <pad> and <s> never produced, as seqtool's search does. CTranslate2 takes one
+        limit a call, so with exact_limits the sentences go in groups of one limit; without, in one call
+        under the largest limit (faster: full batches; only a sentence that reaches its limit differs).
+        CTranslate2's length penalty divides by length^alpha, not GNMT's ((5 + length) / 6)^alpha; its
+        coverage penalty is not used."""
         ids = self.vocabs.src.encode(lines)
+        limits = [min(max(math.floor(settings.max_len_a * len(s)) + settings.max_len_b, 1), settings.max_output)
+                  for s in ids]
         groups: dict[int, list[int]] = defaultdict(list)
-        for i, sentence in enumerate(ids):
-            limit = math.floor(settings.max_len_a * len(sentence)) + settings.max_len_b
-            groups[min(max(limit, 1), settings.max_output)].append(i)
+        for i, limit in enumerate(limits):
+            groups[limit if exact_limits else max(limits)].append(i)
         out: list[str] = [""] * len(lines)
         for limit, rows in groups.items():
             results = self.translator.translate_batch(
