@@ -7,7 +7,8 @@ Sources are the run's raw test split (or --src/--ref files), tokenized once outs
 a Python loop over hypotheses) over the same model and reports the speed ratio and whether every
 output is identical to the batched search (in the precision of the fastest row of the widest beam).
 --precisions fp32,bf16 repeats every setting under each autocast dtype (decode.precision); int8 decodes
-the run's int8 conversion (seqtool/decoding/int8.py).
+the run's int8 conversion (seqtool/decoding/int8.py). Each row also gives the process's CPU seconds
+(sentences_per_cpu_s): with one thread, a speed that other jobs on a shared machine barely move.
 """
 
 from __future__ import annotations
@@ -84,14 +85,15 @@ def _score(logp: torch.Tensor, length: int, attn: torch.Tensor, mask: torch.Tens
 
 
 def measure(model, sources, vocabs, refs, settings, batch: int, device) -> dict:
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     hyps = translate_ids(model, sources, settings, batch_tokens=10**9, batch_sentences=batch, device=device)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     texts = [vocabs.tgt.decode(h[0].tokens) for h in hyps]
     tokens = sum(len(h[0].tokens) + 1 for h in hyps)
     return {"beam": settings.beam, "batch": batch, "precision": settings.precision,
             "dtype": str(compute_dtype(settings.precision, torch.device(device))).removeprefix("torch."),
             "sentences_per_s": len(sources) / seconds, "tokens_per_s": tokens / seconds, "seconds": seconds,
+            "cpu_seconds": cpu_seconds, "sentences_per_cpu_s": len(sources) / cpu_seconds,
             "bleu": corpus_metrics(texts, refs, ["bleu"])["bleu"].score, "_tokens": [h[0].tokens for h in hyps]}
 
 

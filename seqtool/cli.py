@@ -209,22 +209,26 @@ def _numbers(option: str, text: str | None) -> list[float] | None:
 @app.command()
 def plot(runs: Annotated[list[Path], typer.Argument(help="run directories")],
          output: Annotated[Path | None, typer.Option("--output", "-o", help="directory for the PNGs")] = None,
-         terminal: Annotated[bool, typer.Option(help="print a text chart of the training loss instead")] = False
-         ) -> None:
-    """Plot training loss, learning rate and validation metrics against steps, runs overlaid (PNG)."""
+         terminal: Annotated[bool, typer.Option(help="print a text chart of the training loss instead")] = False,
+         x: Annotated[str, typer.Option("--x", help="steps, or time: the run's training seconds (NAME_time.png)")
+                      ] = "steps") -> None:
+    """Plot training loss, learning rate and validation metrics against steps or training time, runs
+    overlaid (PNG)."""
     from seqtool.commands.plot import plot_runs
 
     if terminal == (output is not None):
         raise SeqtoolError("give either --output DIR (PNG files) or --terminal (a text chart)")
-    for path in plot_runs(runs, None if terminal else output, print_=print):
+    for path in plot_runs(runs, None if terminal else output, print_=print, x=x):
         _err(f"wrote {path}")
 
 
 @app.command()
 def export(checkpoint: CheckpointOpt,
            output: Annotated[Path, typer.Option("--output", "-o", help="new directory for the exported model")],
-           format: Annotated[str, typer.Option("--format", help="onnx or torchscript")] = "onnx") -> None:
-    """Export a translation run's encoder and decoder step (ONNX or TorchScript) with its tokenizer."""
+           format: Annotated[str, typer.Option("--format", help="onnx, torchscript, or ctranslate2 (Transformer "
+                                                               "only)")] = "onnx") -> None:
+    """Export a translation run's encoder and decoder step (ONNX or TorchScript), or a Transformer as a
+    CTranslate2 model, with its tokenizer."""
     from seqtool.commands.export import export_run
 
     manifest = export_run(checkpoint, format, output)

@@ -70,10 +70,13 @@ class Observer:
         elif self.spec.progress != "none":
             print(message, file=sys.stderr, flush=True)
 
-    def scalars(self, step: int, split: str, values: dict[str, float]) -> None:
+    def scalars(self, step: int, split: str, values: dict[str, float], *, elapsed: float) -> None:
+        """One metrics.jsonl record; `elapsed` is the run's training seconds so far (a record field,
+        not a tensorboard scalar: tensorboard keeps its own wall time)."""
         if not self.enabled:
             return
-        append_line(self.run_dir / "metrics.jsonl", json.dumps({"step": step, "split": split, **values}) + "\n")
+        record = {"step": step, "split": split, "elapsed": round(elapsed, 2), **values}
+        append_line(self.run_dir / "metrics.jsonl", json.dumps(record) + "\n")
         if self.writer is not None:
             for key, value in values.items():
                 self.writer.add_scalar(f"{split}/{key}", value, step)

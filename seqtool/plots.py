@@ -2,7 +2,7 @@
 
     attention_heatmap   one sentence's attention: target pieces (rows) over source pieces (columns)
     training_curves     one quantity (training loss, learning rate, a validation metric) against
-                        steps, several runs overlaid
+                        steps or time, several runs overlaid
     terminal_chart      the same as a few lines of text, for a terminal
 
 Only errors and util are imported from seqtool, so any command may draw with it. A PNG written here
@@ -57,15 +57,15 @@ def made_by_seqtool(path: Path) -> bool:
 
 
 def training_curves(series: dict[str, list[tuple[float, float]]], path: Path, ylabel: str, *,
-                    log_y: bool = False) -> None:
-    """One line per run (label -> (step, value) points), sharing axes."""
+                    xlabel: str = "step", log_y: bool = False) -> None:
+    """One line per run (label -> (x, value) points), sharing axes."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 4))
     try:
         for label, points in series.items():
             steps, values = zip(*points)
             axes.plot(steps, values, label=label, marker="o" if len(points) < 20 else None)
-        axes.set_xlabel("step")
+        axes.set_xlabel(xlabel)
         axes.set_ylabel(ylabel)
         if log_y:
             axes.set_yscale("log")
@@ -77,9 +77,10 @@ def training_curves(series: dict[str, list[tuple[float, float]]], path: Path, yl
         plt.close(figure)
 
 
-def terminal_chart(series: dict[str, list[tuple[float, float]]], *, width: int = 60, height: int = 12) -> str:
+def terminal_chart(series: dict[str, list[tuple[float, float]]], *, width: int = 60, height: int = 12,
+                   xlabel: str = "step") -> str:
     """A text chart: one mark per run (*, +, o, ...) in a width x height grid, with
-    the value range on the left and the step range below."""
+    the value range on the left and the x range (steps or seconds) below."""
     points = [p for run in series.values() for p in run]
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
@@ -94,7 +95,8 @@ def terminal_chart(series: dict[str, list[tuple[float, float]]], *, width: int =
     pad = max(len(label) for label in labels)
     lines = [f"{label:>{pad}} |{''.join(row)}" for label, row in zip(labels, grid)]
     lines.append(" " * pad + " +" + "-" * width)
-    lines.append(" " * pad + f"  step {x0:g}" + f"{x1:g}".rjust(width - 6 - len(f"{x0:g}")))
+    start = f"{xlabel} {x0:g}"
+    lines.append(" " * pad + f"  {start}" + f"{x1:g}".rjust(width - len(start)))
     lines += [f"  {marks[n % len(marks)]} {label}" for n, label in enumerate(series)]
     return "\n".join(lines)
 

@@ -1,6 +1,7 @@
 """`seqtool plot`: training curves of one or more runs, from their metrics.jsonl (seqtool/observe.py):
 training loss and learning rate (every logged training step) and each validation metric, against
-steps, runs overlaid; PNG files in a directory, or a text chart of the training loss on stdout.
+steps or training time (each record's `elapsed` seconds), runs overlaid; PNG files in a directory,
+or a text chart of the training loss on stdout.
 
 A PNG is replaced only when seqtool drew it (its metadata), never another file of the same name.
 """
@@ -35,18 +36,31 @@ def read_metrics(run: Path) -> list[dict]:
     return [record for _, record in records]
 
 
-def curves(runs: dict[str, list[dict]]) -> dict[str, Series]:
-    """quantity name -> run label -> (step, value), for train loss, lr and every valid metric."""
+AXES = {"steps": ("step", "step"), "time": ("elapsed", "training time (s)")}  # --x: record key, axis label
+NOT_METRICS = ("step", "split", "elapsed")
+
+
+def curves(runs: dict[str, list[dict]], x: str = "steps") -> dict[str, Series]:
+    """quantity name -> run label -> (x, value), for train loss, lr and every valid metric."""
+    key_x = AXES[x][0]
     out: dict[str, Series] = {}
     for label, records in runs.items():
         for record in records:
             split = record.get("split")
-            keys = ("loss", "lr") if split == "train" else [k for k in record if k not in ("step", "split")]
+            keys = ("loss", "lr") if split == "train" else [k for k in record if k not in NOT_METRICS]
             for key in keys if split in ("train", "valid") else ():
                 value = record.get(key)
                 if isinstance(value, (int, float)):
-                    out.setdefault(f"{split}_{key}", {}).setdefault(label, []).append((record["step"], value))
+                    out.setdefault(f"{split}_{key}", {}).setdefault(label, []).append((record[key_x], value))
     return out
+
+
+def timed(run: Path, records: list[dict]) -> list[dict]:
+    """The records, refused in one line when a run was logged before metrics carried training time."""
+    if any("elapsed" not in record for record in records):
+        raise SeqtoolError(f"{run / 'metrics.jsonl'}: records without 'elapsed' (logged before seqtool recorded "
+                           "training time); plot it with --x steps")
+    return records
 
 
 def labels_for(runs: list[Path]) -> list[str]:
@@ -54,18 +68,28 @@ def labels_for(runs: list[Path]) -> list[str]:
     return names if len(set(names)) == len(names) else [str(run) for run in runs]
 
 
-def plot_runs(runs: list[Path], output: Path | None, *, print_: Callable[[str], None]) -> list[Path]:
-    """PNGs of every quantity into `output`, or (output None) the training loss as a text chart."""
-    data = curves(dict(zip(labels_for(runs), (read_metrics(run) for run in runs))))
+def plot_runs(runs: list[Path], output: Path | None, *, print_: Callable[[str], None],
+              x: str = "steps") -> list[Path]:
+    """PNGs of every quantity into `output` (NAME.png against steps, NAME_time.png against training time),
+    or (output None) the training loss as a text chart."""
+    if x not in AXES:
+        raise SeqtoolError(f"--x {x}: expected one of {', '.join(AXES)}")
+    records = [read_metrics(run) for run in runs]
+    if x == "time":
+        records = [timed(run, run_records) for run, run_records in zip(runs, records)]
+    data = curves(dict(zip(labels_for(runs), records)), x)
+    xlabel = AXES[x][1]
     if output is None:
-        print_(terminal_chart(data.get("train_loss") or next(iter(data.values()))))
+        print_(terminal_chart(data.get("train_loss") or next(iter(data.values())), xlabel=xlabel))
         return []
     if output.exists() and not output.is_dir():
         raise SeqtoolError(f"--output: {output} is not a directory")
-    paths = {name: output / f"{name}.png" for name in data}
+    suffix = "_time" if x == "time" else ""
+    paths = {name: output / f"{name}{suffix}.png" for name in data}
     for path in paths.values():
         if path.exists() and not (path.is_file() and made_by_seqtool(path)):
             raise SeqtoolError(f"--output: {path} exists and was not drawn by seqtool; choose another directory")
     for name, series in data.items():
-        training_curves(series, paths[name], name.replace("_", " "), log_y=name in ("train_loss", "valid_ppl"))
+        training_curves(series, paths[name], name.replace("_", " "), xlabel=xlabel,
+                        log_y=name in ("train_loss", "valid_ppl"))
     return list(paths.values())

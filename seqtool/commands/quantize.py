@@ -1,6 +1,8 @@
 """`seqtool quantize`: int8 against fp32 decoding of a translation run on its validation split (BLEU and
 sentences/s at the recipe's beam, both measured back to back on one CPU thread budget), then the int8
-model written, or refused (exit 2, one line) when int8 loses more than --max-drop BLEU.
+model written, or refused (exit 2, one line) when int8 loses more than --max-drop BLEU. Beside the
+wall-clock speed-up it reports the ratio of the process's CPU seconds (cpu_speedup), which other jobs
+on a shared machine barely move when decoding runs on one thread.
 
 The int8 model file is the float checkpoint with decode.precision set to int8: loading it quantizes
 (seqtool/decoding/int8.py), so it stays a weights_only checkpoint and never holds pickled modules.
@@ -29,11 +31,11 @@ def measure(target: Path, precision: str, overrides: dict, split: str) -> dict:
     run = load_translation_run(target, merged(overrides, {"decode": {"precision": precision}}), "cpu", "quantize")
     task = open_task(run.recipe, torch.device("cpu"), directory=run_data(run))
     settings = run.recipe.decode.model_copy(update={"n_best": 1, "strategy": "beam"})
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     hyps, refs = task.decode_split(run.model, split, settings, run.recipe.eval.valid_decode_limit)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     bleu = corpus_metrics(hyps, refs, ["bleu"], run.recipe.eval.tokenize)["bleu"].score
-    return {"bleu": bleu, "sentences": len(hyps), "seconds": round(seconds, 2),
+    return {"bleu": bleu, "sentences": len(hyps), "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2),
             "sentences_per_s": round(len(hyps) / seconds, 2), "beam": settings.beam}
 
 
@@ -49,7 +51,8 @@ def quantize_run(target: Path, output: Path | None, max_drop: float, overrides: 
     fp32, int8 = (measure(path, p, overrides, split) for p in ("fp32", "int8"))
     drop = fp32["bleu"] - int8["bleu"]
     result = {"checkpoint": str(path), "split": split, "fp32": fp32, "int8": int8, "bleu_drop": round(drop, 2),
-              "speedup": round(int8["sentences_per_s"] / fp32["sentences_per_s"], 2)}
+              "speedup": round(int8["sentences_per_s"] / fp32["sentences_per_s"], 2),
+              "cpu_speedup": round(fp32["cpu_seconds"] / max(int8["cpu_seconds"], 1e-9), 2)}
     if drop > max_drop:
         raise SeqtoolError(f"{path}: int8 loses {drop:.2f} BLEU on {split} ({fp32['bleu']:.2f} -> "
                            f"{int8['bleu']:.2f}), more than --max-drop {max_drop}; no int8 model written")

@@ -355,7 +355,7 @@ class Trainer:
             return
         self._track_best(value)
         self.state.last_validated = self.state.step
-        self.obs.scalars(self.state.step, "valid", metrics)
+        self.obs.scalars(self.state.step, "valid", metrics, elapsed=self._elapsed())
         shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         self.obs.info(f"valid step {self.state.step}: {shown}" + (" (best)" if self._is_best() else ""))
 
@@ -412,7 +412,7 @@ class Trainer:
         reported = self.model.training_report()
         reported = {**reported, **self.privacy_report()}
         values = {"loss": loss, "ppl": math.exp(min(loss, 50)), "lr": self.lr, "tokens_per_s": rate, **reported}
-        self.obs.scalars(s.step, "train", values)
+        self.obs.scalars(s.step, "train", values, elapsed=self._elapsed())
         self.obs.progress(s.step, f"loss {loss:.3f} lr {self.lr:.2e} {rate:.0f} tok/s")
         if self.obs.bar is None:
             extra = "".join(f" {k} {v:.3g}" for k, v in reported.items())

@@ -52,3 +52,6 @@ def test_a_directory_seqtool_did_not_make_is_refused(exported, tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
     with pytest.raises(SeqtoolError, match="--format tflite: expected one of onnx, torchscript"):
         export_run(exported / "runs" / "tiny", "tflite", tmp_path / "x")
+    with pytest.raises(SeqtoolError, match="--format ctranslate2: model.arch 'rnn_seq2seq' has no CTranslate2 model"):
+        export_run(exported / "runs" / "tiny", "ctranslate2", tmp_path / "x")
+    assert not (tmp_path / "x").exists()

@@ -28,9 +28,10 @@ def start(recipe: Path, cwd: Path, *extra: str) -> subprocess.Popen:
                             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def train_losses(run: Path) -> dict[int, float]:
+def train_losses(run: Path, key: str = "loss") -> dict[int, float]:
+    """step -> `key` of the run's training records."""
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
+    return {r["step"]: r[key] for r in rows if r["split"] == "train"}
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
