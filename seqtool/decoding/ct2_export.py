@@ -165,6 +165,7 @@ class Ct2Translator:
             results = self.translator.translate_batch(
                 [[self.src_pieces[t] for t in ids[i]] for i in rows], beam_size=settings.beam,
                 max_batch_size=batch, length_penalty=settings.alpha, max_decoding_length=limit - 1,
+                min_decoding_length=0,  # CTranslate2's default of 1 forbids the empty output seqtool allows
                 suppress_sequences=[[SPECIALS[PAD]], [SPECIALS[BOS]]])
             for i, result in zip(rows, results):
                 out[i] = self.vocabs.tgt.decode([self.tgt_ids[p] for p in result.hypotheses[0]])
