@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, SerializeAsAny, Tag, field_validator, model_validator
 
 from seqtool.metric_table import SelectMetric, TextMetric
 from seqtool.models.config import SECTION, ModelConfig
@@ -68,6 +68,17 @@ class CorpusSpec(Spec):
         if self.tsv is not None and (self.src is not None or self.tgt is not None):
             raise ValueError("a corpus has either tsv or src/tgt, not both")
         return self
+
+
+def _split_form(value) -> str:
+    return "list" if isinstance(value, list) else "plain"
+
+
+# A split is one src/tgt (or text) entry, or a list of corpora; the discriminator tries only the form
+# given, so a bad entry is reported alone, under its own key (describe_error drops the form's label).
+SplitOrCorpora = Annotated[Annotated[SplitSpec, Tag("plain")] | Annotated[list[CorpusSpec], Tag("list")],
+                           Discriminator(_split_form)]
+SPLIT_FORMS = ("plain", "list")
 
 
 class GenerateSpec(Spec):
@@ -143,13 +154,13 @@ class TextDataSpec(DataSpec):
     )
     pair: str = Field("de-en", pattern=r"^[a-z]{2}-[a-z]{2}$", description="multi30k: src-tgt languages")
     generate: GenerateSpec | None = Field(None, description="generate a synthetic corpus instead of files")
-    train: SplitSpec | list[CorpusSpec] | None = Field(
+    train: SplitOrCorpora | None = Field(
         None, description="training split (paths under the data root); or a list of corpora {name, src, tgt "
         "(or tsv), weight, tag} sampled by weight into one model")
-    valid: SplitSpec | list[CorpusSpec] | None = Field(
+    valid: SplitOrCorpora | None = Field(
         None, description="validation split; or a list of named corpora, each measured on its own (bleu/<name>); "
         "default with tsv corpora: their held-out pairs")
-    test: SplitSpec | list[CorpusSpec] | None = Field(None, description="test split; or a list of named corpora")
+    test: SplitOrCorpora | None = Field(None, description="test split; or a list of named corpora")
     tag_side: Literal["source", "target"] = Field(
         "source", description="where a corpus's tag goes: source = the first source token; target = the first "
         "target token, which decoding then forces (decode.tag)")
