@@ -77,6 +77,8 @@ BetaOpt = Annotated[float | None, typer.Option("--beta", "--covpen", help="GNMT 
 PruneOpt = Annotated[float | None, typer.Option(help="GNMT beam pruning margin")]
 EarlyStopOpt = Annotated[bool | None, typer.Option("--early-stop/--no-early-stop", help="beam search: a sentence "
                                                    "is done once beam hypotheses have finished (fairseq's rule)")]
+TagOpt = Annotated[str | None, typer.Option(help="a model trained on tagged corpora: the output language's tag, "
+                                            "e.g. '<2en>' (decode.tag)")]
 
 
 def _err(message: str) -> None:
@@ -136,13 +138,15 @@ def evaluate(checkpoint: CheckpointOpt, split: Annotated[str, typer.Option(help=
              as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
              beam: BeamOpt = None, alpha: AlphaOpt = None, length_penalty: LengthPenaltyOpt = None,
              beta: BetaOpt = None, prune_margin: PruneOpt = None, early_stop: EarlyStopOpt = None,
+             tag: TagOpt = None,
              device: DeviceOpt = None) -> None:
     """Perplexity (language models) or BLEU/chrF (translation) of a trained run on a split, or of a
-    translation run on any source and reference file (--src, --ref)."""
+    translation run on any source and reference file (--src, --ref). A split of several corpora gives
+    each corpus's figures (bleu/de-en) and their mean; --split test.de-en gives one corpus's."""
     from seqtool.commands.evaluate import evaluate_files, evaluate_run, format_result
 
     overrides = _decode_overrides(beam=beam, alpha=alpha, length_penalty=length_penalty, beta=beta,
-                                  prune_margin=prune_margin, early_stop=early_stop)
+                                  prune_margin=prune_margin, early_stop=early_stop, tag=tag)
     if (src is None) != (ref is None):
         raise SeqtoolError("--src and --ref go together (a source file and its reference translations)")
     if src is not None:
@@ -162,7 +166,7 @@ def translate(
     input: Annotated[Path | None, typer.Option("--input", "-i", help="source file (default stdin)")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="output file (default stdout)")] = None,
     beam: BeamOpt = None, alpha: AlphaOpt = None, length_penalty: LengthPenaltyOpt = None, beta: BetaOpt = None,
-    prune_margin: PruneOpt = None, early_stop: EarlyStopOpt = None,
+    prune_margin: PruneOpt = None, early_stop: EarlyStopOpt = None, tag: TagOpt = None,
     n_best: Annotated[int | None, typer.Option(help="hypotheses per input: 'i ||| text ||| score' lines")] = None,
     max_len_a: float | None = None, max_len_b: int | None = None,
     batch_tokens: Annotated[int | None, typer.Option(help="source tokens per batch")] = None,
@@ -186,7 +190,7 @@ def translate(
     from seqtool.commands.translate import run_translate
 
     overrides = _decode_overrides(beam=beam, alpha=alpha, length_penalty=length_penalty, beta=beta,
-                                  prune_margin=prune_margin, early_stop=early_stop, n_best=n_best,
+                                  prune_margin=prune_margin, early_stop=early_stop, n_best=n_best, tag=tag,
                                   max_len_a=max_len_a, max_len_b=max_len_b, batch_tokens=batch_tokens,
                                   strategy=None if sample is None else ("sample" if sample else "beam"),
                                   temperature=temperature, top_k=top_k, top_p=top_p)

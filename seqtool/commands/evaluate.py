@@ -36,7 +36,7 @@ def run_data(run: LoadedRun) -> Path:
 def evaluate_run(target: Path, split: str, overrides: dict, device: str = "auto") -> dict:
     run = load_run(target, overrides, pick_device(device))
     task = open_task(run.recipe, next(run.model.parameters()).device, directory=run_data(run))
-    if not task.data.has(split):
+    if not task.data.corpus_splits(split):
         raise SeqtoolError(f"--split {split}: the recipe has no such split "
                            f"(have: {', '.join(task.data.manifest['splits'])})")
     settings = run.recipe.decode.model_copy(update={"n_best": 1, "strategy": "beam"})

@@ -14,6 +14,8 @@ from seqtool.commands.recipes import Recipe
 
 def _type_name(annotation: Any) -> str:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:  # a discriminated union's branch
+        return _type_name(args[0])
     if origin is typing.Literal:
         return "one of " + ", ".join(str(a) for a in args)
     if origin in (typing.Union, types.UnionType):
@@ -37,7 +39,7 @@ def _default(field) -> str:
 
 
 def _rows(cls: type[BaseModel], prefix: str) -> list[str]:
-    rows = []
+    rows, listed = [], set()
     for name, field in cls.model_fields.items():
         key = f"{prefix}{name}"
         inner = _nested(field.annotation)
@@ -48,7 +50,19 @@ def _rows(cls: type[BaseModel], prefix: str) -> list[str]:
             continue
         description = (field.description or "").replace("|", "\\|")
         rows.append(f"| `{key}` | {_type_name(field.annotation)} | {_default(field)} | {description} |")
+        item = _list_item(field.annotation)
+        if item is not None and item not in listed:  # the keys of a list's entries, once per kind of entry
+            listed.add(item)
+            rows.extend(_rows(item, f"{key}[i]."))
     return rows
+
+
+def _list_item(annotation: Any) -> type[BaseModel] | None:
+    """The model class of a list's entries somewhere in an annotation (data.train's corpora), or None."""
+    if typing.get_origin(annotation) is list:
+        item = typing.get_args(annotation)[0]
+        return item if isinstance(item, type) and issubclass(item, BaseModel) else None
+    return next(filter(None, map(_list_item, typing.get_args(annotation))), None)
 
 
 def _nested(annotation: Any) -> type[BaseModel] | None:

@@ -168,7 +168,7 @@ def _final_report(recipe: Recipe, trainer: Trainer, task, observer: Observer, di
     if best.exists():
         trainer.model.load_state_dict(load_checkpoint(best)["model"])
     trainer.model.eval()
-    split = "test" if task.data.has("test") else "valid"
+    split = "test" if task.data.corpus_splits("test") else "valid"
     settings = recipe.decode
     with out_of_memory_hint(f"evaluating on {split}", "decode.batch_tokens or decode.beam"):
         metrics = task.evaluate(trainer.model, split, settings)

@@ -86,6 +86,18 @@ class PreparedData:
         return tuple((self.directory / "refs" / f"{split}.{side}").read_text(encoding="utf-8").splitlines()
                      for side in ("src", "tgt"))
 
+    def corpus_splits(self, split: str) -> list[str]:
+        """The prepared splits that make up `split`: itself, or one per corpus of a list-form split
+        (`valid.de-en`, `valid.fr-en`); none when there is no such split."""
+        if self.has(split):
+            return [split]
+        return [name for name in self.manifest["splits"] if name.startswith(f"{split}.")]
+
+    def tag(self, split: str) -> str | None:
+        """The tag of a corpus split's pairs (`valid.de-en`), if its corpus has one."""
+        corpora = self.manifest["splits"].get(split, {}).get("corpora") or [{}]
+        return corpora[0].get("tag") if len(corpora) == 1 else None
+
     def _check(self, split: str) -> None:
         if not self.has(split):
             raise SeqtoolError(f"{self.directory}: no {split!r} split (have: {', '.join(self.manifest['splits'])})")

@@ -5,8 +5,8 @@ Layout of a prepared directory:
                                  `files`: every file's size (all present = up to date)
     .seqtool-prepared            marks the directory as seqtool's to replace
     tokenizer/                   the Vocabs (see vocab.py)
-    raw/                         generated corpora (synthetic tasks), or the train/valid/test split of a
-                                 data.tsv file (seqtool/data/heldout.py)
+    raw/                         generated corpora (synthetic tasks), and the train/valid/test splits of
+                                 tsv corpora (seqtool/data/corpora.py)
     <split>.gaps.bin             generated retrieval text: per token of the stream (int32), the gap of the
                                  query whose answer it is (0: none; seqtool/data/retrieval.py)
     refs/<split>.src / .tgt      raw text of valid/test pairs, for decoding and BLEU
@@ -30,14 +30,14 @@ from pathlib import Path
 import numpy as np
 
 from seqtool import __version__
-from seqtool.data.heldout import held_out_split
+from seqtool.data.corpora import Part, drop_sentences, held_out_split
 from seqtool.data.retrieval import generate_documents
 from seqtool.data.synthetic import generate_pairs
-from seqtool.data.textio import iter_chunks, iter_lines, iter_numbered_lines, iter_pair_chunks, sha256_file
+from seqtool.data.textio import iter_chunks, iter_lines, iter_pair_chunks, sha256_file
 from seqtool.data.tokenizer import EOS, train_tokenizer
 from seqtool.data.vocab import Vocabs, directory_sha256
 from seqtool.errors import SeqtoolError
-from seqtool.recipe.schema import GenerateSpec, Recipe, SplitSpec, TextDataSpec, TsvSpec
+from seqtool.recipe.schema import CorpusSpec, GenerateSpec, Recipe, SplitSpec, TextDataSpec
 from seqtool.util.files import atomic_write_text
 from seqtool.util.ownership import PREPARED_MARKER, check_outside, check_replaceable, claim_run_dir, locked
 
@@ -73,14 +73,17 @@ def prepare(recipe: Recipe, log=print, verify=None, tokenizer: Path | None = Non
 
     def build(stage: Path) -> dict:
         sources = splits
-        if spec.generate is not None or spec.tsv is not None:  # their splits are written into the stage first
-            _write_raw(recipe, stage)
+        if spec.generate is not None:  # generated corpora are written into the stage first
+            _generate(spec.generate, stage)
+            sources = _resolve_splits(spec, stage)
+        elif _write_held_out(spec, stage):  # as are the splits of tsv corpora
             sources = _resolve_splits(spec, stage)
         vocabs = _vocabs(recipe, sources["train"], tokenizer, stage / "tokenizer")
         counts = {name: _encode_split(recipe, name, split, vocabs, stage) for name, split in sources.items()}
         return _manifest(recipe, fingerprint, vocabs, counts, stage)
 
-    inputs = list(_inputs(spec, splits).values())
+    inputs = [] if spec.generate is not None else [  # generated corpora have no files to protect
+        Path(p) for split in splits.values() for p in _input_files(split).values()]
     manifest = build_prepared(prepared_place(recipe), fingerprint, build, log, inputs=inputs, verify=verify)
     if manifest is not None:
         lines = sum(c["lines"] for c in manifest["splits"].values())
@@ -149,50 +152,92 @@ def _up_to_date(out: Path, fingerprint: dict, log, verify) -> bool:
 
 
 def _resolve_splits(spec: TextDataSpec, out: Path) -> dict[str, SplitSpec]:
-    """Split name to absolute file paths; generated corpora and a split tsv file live in <prepared>/raw."""
-    if spec.tsv is not None:
-        _checked_file("data.tsv.path", data_root() / spec.tsv.path)
-    if spec.generate is not None or spec.tsv is not None:
+    """Split name to absolute file paths; generated corpora live in <prepared>/raw."""
+    if spec.generate is not None:
         raw = out / "raw"
-        if spec.generate is not None and spec.generate.task == "retrieval":
+        if spec.generate.task == "retrieval":
             return {s: SplitSpec(text=str(raw / f"{s}.txt")) for s in SPLITS}
         return {s: SplitSpec(src=str(raw / f"{s}.src"), tgt=str(raw / f"{s}.tgt")) for s in SPLITS}
-    root = data_root()
     resolved = {}
     for name in SPLITS:
         split = getattr(spec, name)
-        if split is None:
-            continue
-        paths = {side: str(root / p) for side, p in split.model_dump().items() if p is not None}
-        for side, path in paths.items():
-            _checked_file(f"data.{name}.{side}", Path(path))
-        resolved[name] = SplitSpec(**paths)
-    if "valid" not in resolved:
+        if isinstance(split, SplitSpec):
+            resolved[name] = SplitSpec(**{side: _data_file(f"data.{name}.{side}", p)
+                                          for side, p in split.model_dump().items() if p is not None})
+        elif split is not None or name != "train":
+            resolved.update(_resolve_corpora(spec, name, out))
+    if "valid" not in resolved and not any(name.startswith("valid.") for name in resolved):
         raise SeqtoolError("data.valid: a validation split is required")
     return resolved
 
 
-def _checked_file(key: str, path: Path) -> None:
+def _data_file(key: str, relative: str) -> str:
+    path = data_root() / relative
     if not path.is_file():
         # prepare reads a corpus several times (hash, tokenizer, encoding): a FIFO cannot serve
         what = "not a regular file" if path.exists() else "no such file"
         raise SeqtoolError(f"{key}: {path}: {what} (data root: {data_root()}; set SEQTOOL_DATA or fix the path)")
+    return str(path)
 
 
-def _inputs(spec: TextDataSpec, splits: dict[str, SplitSpec]) -> dict[str, Path]:
-    """The corpus files the data is made from (none for a generated corpus), by name."""
-    if spec.generate is not None:
-        return {}
-    if spec.tsv is not None:
-        return {"tsv": data_root() / spec.tsv.path}
-    return {f"{name}.{side}": Path(path) for name, split in splits.items()
-            for side, path in split.model_dump(exclude_none=True).items()}
+def _resolve_corpora(spec: TextDataSpec, split: str, out: Path) -> dict[str, list[Part]]:
+    """A list-form split: `train` as one list of corpora; valid and test as one split per corpus
+    (`valid.<name>`), by default the held-out pairs of the tsv training corpora."""
+    raw = out / "raw"
+    if split == "train":
+        return {"train": [_part(c, f"data.train.{i}", raw, "train") for i, c in enumerate(spec.corpora("train"))]}
+    entries = spec.corpora(split)
+    if entries is None:  # not given: the held-out pairs of the tsv training corpora, if any
+        return {f"{split}.{c.name}": [_part(c, f"data.train.{i}", raw, split)]
+                for i, c in enumerate(spec.corpora("train") or []) if c.tsv is not None}
+    return {f"{split}.{c.name}": [_part(c, f"data.{split}.{i}", raw, split)] for i, c in enumerate(entries)}
 
 
-def _fingerprint(recipe: Recipe, splits: dict[str, SplitSpec], tokenizer: Path | None) -> dict:
+def _part(corpus: CorpusSpec, key: str, raw: Path, split: str) -> Part:
+    if corpus.tsv is not None:
+        stem = raw / f"{corpus.name}.{split}"
+        return Part(f"{stem}.src", f"{stem}.tgt", corpus.name, corpus.weight, corpus.tag, key,
+                    (_data_file(f"{key}.tsv", corpus.tsv),))
+    return Part(_data_file(f"{key}.src", corpus.src), _data_file(f"{key}.tgt", corpus.tgt), corpus.name,
+                corpus.weight, corpus.tag, key)
+
+
+def _input_files(split: SplitSpec | list[Part]) -> dict[str, str]:
+    """The files a resolved split is read from, by side (and corpus name)."""
+    if isinstance(split, SplitSpec):
+        return split.model_dump(exclude_none=True)
+    files = {}
+    for part in split:
+        sides = {"tsv": part.origin[0]} if part.origin else {"src": part.src, "tgt": part.tgt}
+        files.update({f"{part.name}.{side}": path for side, path in sides.items()})
+    return files
+
+
+def _write_held_out(spec: TextDataSpec, stage: Path) -> bool:
+    """Write the train, valid and test pairs of the tsv training corpora into <stage>/raw; whether any.
+    No sentence held out of one corpus is trained on in another (de-en and fr-en share English)."""
+    tsv = [c for c in spec.corpora("train") or [] if c.tsv is not None]
+    splits = {c.name: held_out_split(data_root() / c.tsv, c.columns, spec.held_out, spec.split_seed,
+                                     spec.encoding_errors) for c in tsv}
+    held = [pair for parts in splits.values() for name in ("valid", "test") for pair in parts[name]]
+    for name, parts in splits.items():
+        for split, pairs in parts.items():
+            pairs = drop_sentences(pairs, held) if split == "train" else pairs
+            stem = stage / "raw" / f"{name}.{split}"
+            stem.parent.mkdir(exist_ok=True)
+            for side in (0, 1):
+                Path(f"{stem}.{('src', 'tgt')[side]}").write_text("".join(p[side] + "\n" for p in pairs),
+                                                                  encoding="utf-8")
+    return bool(tsv)
+
+
+def _fingerprint(recipe: Recipe, splits: dict[str, SplitSpec | list[Part]], tokenizer: Path | None) -> dict:
     settings = recipe.data.model_dump(mode="json", exclude={"prepared_dir"})
-    inputs = {name: {"path": str(path), "sha256": sha256_file(path)}
-              for name, path in _inputs(recipe.data, splits).items()}
+    inputs = {}
+    if recipe.data.generate is None:
+        for name, split in splits.items():
+            for side, path in _input_files(split).items():
+                inputs[f"{name}.{side}"] = {"path": path, "sha256": sha256_file(Path(path))}
     fingerprint = {"format": FORMAT, "task": recipe.task, "settings": settings, "inputs": inputs}
     if tokenizer is not None:
         fingerprint["tokenizer_sha256"] = directory_sha256(tokenizer)
@@ -209,34 +254,9 @@ def _is_current(out: Path, fingerprint: dict) -> bool:
         return False
 
 
-def _write_raw(recipe: Recipe, stage: Path) -> None:
-    (stage / "raw").mkdir(parents=True)
-    if recipe.data.generate is not None:
-        _generate(recipe.data.generate, stage)
-    else:
-        _split_tsv(recipe.data.tsv, stage / "raw", recipe.data.encoding_errors)
-
-
-def _split_tsv(spec: TsvSpec, raw: Path, errors: str) -> None:
-    """The held-out split of a tab-separated file of pairs, as raw/<split>.src / .tgt."""
-    path, wanted = data_root() / spec.path, max(spec.src_column, spec.tgt_column)
-    pairs = []
-    for number, line in iter_numbered_lines(path, errors):
-        fields = line.split("\t")
-        if len(fields) < wanted:
-            raise SeqtoolError(f"{path}:{number}: {len(fields)} tab-separated fields, data.tsv needs {wanted}")
-        pairs.append((fields[spec.src_column - 1], fields[spec.tgt_column - 1]))
-    for name, chosen in held_out_split(pairs, {"test": spec.test, "valid": spec.valid}, spec.seed).items():
-        if not chosen:
-            raise SeqtoolError(f"data.tsv: {path}: too few distinct pairs for the held-out splits "
-                               f"({len(pairs)} lines; valid {spec.valid} and test {spec.test} leave none to train)")
-        for side in (0, 1):
-            text = "".join(pair[side] + "\n" for pair in chosen)
-            (raw / f"{name}.{('src', 'tgt')[side]}").write_text(text, encoding="utf-8")
-
-
 def _generate(spec: GenerateSpec, stage: Path) -> None:
     raw = stage / "raw"
+    raw.mkdir(parents=True)
     for split in SPLITS:  # streamed: a large data.generate count never sits in memory
         if spec.task == "retrieval":
             _generate_text(spec, split, raw / f"{split}.txt", stage / f"{split}.gaps.bin")
@@ -258,7 +278,7 @@ def _generate_text(spec: GenerateSpec, split: str, text: Path, gaps: Path) -> No
             marks.write(np.asarray([*gaps_of_words, 0], np.int32).tobytes())  # 0: the line's EOS
 
 
-def _vocabs(recipe: Recipe, train: SplitSpec, given: Path | None, place: Path) -> Vocabs:
+def _vocabs(recipe: Recipe, train: SplitSpec | list[Part], given: Path | None, place: Path) -> Vocabs:
     """The tokenizers saved at `place`: a copy of the `given` directory's files, else trained on `train`."""
     if given is None:
         _train_vocabs(recipe, train).save(place)
@@ -267,21 +287,60 @@ def _vocabs(recipe: Recipe, train: SplitSpec, given: Path | None, place: Path) -
     return Vocabs.load(place)
 
 
-def _train_vocabs(recipe: Recipe, train: SplitSpec) -> Vocabs:
+def _train_vocabs(recipe: Recipe, train: SplitSpec | list[Part]) -> Vocabs:
+    """The tokenizers, trained on the training split; several corpora are read in turn, a line of each,
+    and their tags become pieces of their own (sentencepiece user-defined symbols)."""
     spec, errors = recipe.data.tokenizer, recipe.data.encoding_errors
-    if train.text is not None:
+    if isinstance(train, SplitSpec) and train.text is not None:
         tok = train_tokenizer(spec, lambda: iter_lines(Path(train.text), errors))
         return Vocabs(tok, tok, joint=True)
+    parts = _parts(train)
+    tags = sorted({p.tag for p in parts if p.tag is not None})
+    tag_side = recipe.data.tag_side if tags else None
     if spec.joint:
-        tok = train_tokenizer(spec, lambda: _interleave(Path(train.src), Path(train.tgt), errors))
-        return Vocabs(tok, tok, joint=True)
-    src = train_tokenizer(spec, lambda: iter_lines(Path(train.src), errors))
-    return Vocabs(src, train_tokenizer(spec, lambda: iter_lines(Path(train.tgt), errors)), joint=False)
+        tok = train_tokenizer(spec, lambda: _round_robin(_interleave(p, errors) for p in parts), tags)
+        return Vocabs(tok, tok, joint=True, tag_side=tag_side)
+    tagged = 0 if recipe.data.tag_side == "source" else 1
+    src, tgt = (train_tokenizer(spec, lambda side=side: _round_robin(_side(p, side, errors) for p in parts),
+                                tags if side == tagged else ()) for side in (0, 1))
+    return Vocabs(src, tgt, joint=False, tag_side=tag_side)
 
 
-def _interleave(src: Path, tgt: Path, errors: str) -> Iterator[str]:
+def _side(part: Part, side: int, errors: str) -> Iterator[str]:
+    for chunks in _pair_chunks(part, errors):
+        yield from chunks[side]
+
+
+def _parts(split: SplitSpec | list[Part]) -> list[Part]:
+    """A pair split as a list of corpora: a plain one is one corpus without name, weight or tag."""
+    return split if isinstance(split, list) else [Part(split.src, split.tgt)]
+
+
+def _pair_chunks(part: Part, errors: str) -> Iterator[tuple[list[str], list[str]]]:
+    """iter_pair_chunks of a corpus; its errors name the recipe key of a list entry too."""
+    try:
+        yield from iter_pair_chunks(Path(part.src), Path(part.tgt), errors)
+    except SeqtoolError as err:
+        if not part.key:
+            raise
+        raise SeqtoolError(f"{part.key}: {err}") from None
+
+
+def _round_robin(iterators) -> Iterator[str]:
+    """One item of each iterator in turn until all are spent, so a line sample sees every corpus."""
+    live = list(iterators)
+    while live:
+        for it in list(live):
+            item = next(it, None)
+            if item is None:
+                live.remove(it)
+            else:
+                yield item
+
+
+def _interleave(part: Part, errors: str) -> Iterator[str]:
     """Source and target lines alternately, so a line sample for the joint model sees both."""
-    for src_chunk, tgt_chunk in iter_pair_chunks(src, tgt, errors):
+    for src_chunk, tgt_chunk in _pair_chunks(part, errors):
         for s, t in zip(src_chunk, tgt_chunk):
             yield s
             yield t
@@ -326,11 +385,11 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= np.iinfo(np.uint16).max else np.int32)
 
 
-def _encode_split(recipe: Recipe, name: str, split: SplitSpec, vocabs: Vocabs, out: Path) -> dict:
+def _encode_split(recipe: Recipe, name: str, split: SplitSpec | list[Part], vocabs: Vocabs, out: Path) -> dict:
     errors = recipe.data.encoding_errors
-    if split.text is not None:
+    if isinstance(split, SplitSpec) and split.text is not None:
         return _encode_text(name, Path(split.text), vocabs, out, errors)
-    return _encode_pairs(recipe, name, split, vocabs, out)
+    return _encode_pairs(recipe, name, _parts(split), vocabs, out)
 
 
 def _encode_text(name: str, path: Path, vocabs: Vocabs, out: Path, errors: str) -> dict:
@@ -347,33 +406,44 @@ def _encode_text(name: str, path: Path, vocabs: Vocabs, out: Path, errors: str) 
     return {"lines": lines, "tokens": writer.offsets[-1], "words": words + lines}
 
 
-def _encode_pairs(recipe: Recipe, name: str, split: SplitSpec, vocabs: Vocabs, out: Path) -> dict:
+def _encode_pairs(recipe: Recipe, name: str, parts: list[Part], vocabs: Vocabs, out: Path) -> dict:
+    """Encode the corpora of a pair split one after another into one split; a corpus's tag id leads its
+    source or target (data.tag_side). Several corpora are listed with their sentence counts."""
     filtering = name == "train"
     limit = recipe.data.max_len
     writers = {side: SplitWriter(out / f"{name}.{side}", token_dtype(len(tok)))
                for side, tok in (("src", vocabs.src), ("tgt", vocabs.tgt))}
     lines = dropped = words = 0
     refs = None if filtering else _RefWriter(out / "refs", name)
-    for src_chunk, tgt_chunk in iter_pair_chunks(Path(split.src), Path(split.tgt), recipe.data.encoding_errors):
-        if refs is not None:
-            refs.add(src_chunk, tgt_chunk)
-        src_ids, tgt_ids = vocabs.src.encode(src_chunk), vocabs.tgt.encode(tgt_chunk)
-        if filtering:
-            keep = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids)) if 0 < len(s) <= limit and 0 < len(t) <= limit]
-            dropped += len(src_ids) - len(keep)
-            src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
-        writers["src"].add(src_ids)
-        writers["tgt"].add(tgt_ids)
-        lines += len(src_chunk)
-        words += sum(len(line.split()) + 1 for line in tgt_chunk)
+    corpora = []
+    for part in parts:
+        tagged = "src" if recipe.data.tag_side == "source" else "tgt"
+        tag = [] if part.tag is None else [getattr(vocabs, tagged).tag_id(part.tag)]
+        before = len(writers["src"].offsets)
+        for src_chunk, tgt_chunk in _pair_chunks(part, recipe.data.encoding_errors):
+            if refs is not None:
+                refs.add(src_chunk, tgt_chunk)
+            ids = {"src": vocabs.src.encode(src_chunk), "tgt": vocabs.tgt.encode(tgt_chunk)}
+            if filtering:
+                keep = [i for i, (s, t) in enumerate(zip(*ids.values())) if 0 < len(s) <= limit and 0 < len(t) <= limit]
+                dropped += len(src_chunk) - len(keep)
+                ids = {side: [seqs[i] for i in keep] for side, seqs in ids.items()}
+            ids[tagged] = [tag + seq for seq in ids[tagged]]
+            for side, writer in writers.items():
+                writer.add(ids[side])
+            lines += len(src_chunk)
+            words += sum(len(line.split()) + 1 for line in tgt_chunk)
+        corpora.append({"name": part.name, "sentences": len(writers["src"].offsets) - before,
+                        "weight": part.weight, "tag": part.tag})
     for writer in [*writers.values(), *([refs] if refs else [])]:
         writer.close()
     kept = len(writers["src"].offsets) - 1
     if kept == 0:
-        raise SeqtoolError(f"{split.src}: the {name} split has no usable sentence pairs "
+        raise SeqtoolError(f"{parts[0].src}: the {name} split has no usable sentence pairs "
                            f"({lines} lines, {dropped} empty or longer than data.max_len={limit})")
+    listed = {"corpora": corpora} if parts[0].name is not None else {}
     return {"lines": lines, "sentences": kept, "dropped": dropped, "words": words,
-            "src_tokens": writers["src"].offsets[-1], "tgt_tokens": writers["tgt"].offsets[-1]}
+            "src_tokens": writers["src"].offsets[-1], "tgt_tokens": writers["tgt"].offsets[-1], **listed}
 
 
 def manifest_header(recipe: Recipe, fingerprint: dict) -> dict:

@@ -49,6 +49,10 @@ class Tokenizer(ABC):
     @abstractmethod
     def piece(self, index: int) -> str: ...
 
+    def tag_id(self, tag: str) -> int:
+        """The id of a corpus tag (<2en>): a piece of its own, which only sentencepiece learns."""
+        raise SeqtoolError(f"tag {tag}: a {self.kind} tokenizer has no tags (data.tokenizer.kind: sentencepiece)")
+
     def word_ids(self, ids: Sequence[int]) -> list[int]:
         """For each id, which whitespace word of the decoded text it belongs to: a piece that begins
         with the word-start marker `▁` (sentencepiece, wordpiece) begins a word."""
@@ -201,7 +205,7 @@ class SentencePieceTokenizer(Tokenizer):
 
     @classmethod
     def train(cls, lines: Iterable[str], *, vocab_size: int, model_type: str, lowercase: bool,
-              character_coverage: float, sample_lines: int):
+              character_coverage: float, sample_lines: int, symbols: Sequence[str] = ()):
         import io
 
         import sentencepiece as spm
@@ -213,7 +217,7 @@ class SentencePieceTokenizer(Tokenizer):
                 model_writer=buffer, vocab_size=vocab_size, model_type=model_type,
                 character_coverage=character_coverage, pad_id=PAD, bos_id=BOS, eos_id=EOS, unk_id=UNK,
                 pad_piece=SPECIALS[PAD], bos_piece=SPECIALS[BOS], eos_piece=SPECIALS[EOS],
-                unk_piece=SPECIALS[UNK], num_threads=2, minloglevel=2,
+                unk_piece=SPECIALS[UNK], num_threads=2, minloglevel=2, user_defined_symbols=list(symbols),
             )
         except RuntimeError as err:
             raise SeqtoolError(f"data.tokenizer: sentencepiece training failed: {_spm_reason(err)}") from None
@@ -230,6 +234,12 @@ class SentencePieceTokenizer(Tokenizer):
 
     def piece(self, index: int) -> str:
         return self.model.id_to_piece(index)
+
+    def tag_id(self, tag: str) -> int:
+        index = self.model.piece_to_id(tag)
+        if index == UNK:
+            raise SeqtoolError(f"tag {tag}: not a tag of this model (it was trained with other tags or none)")
+        return index
 
     def _save_model(self, directory: Path) -> None:
         (directory / "spm.model").write_bytes(self.proto)
@@ -266,8 +276,11 @@ def load_tokenizer(directory: Path) -> Tokenizer:
         raise SeqtoolError(f"{directory}: not a seqtool tokenizer ({err.__class__.__name__}: {err})") from None
 
 
-def train_tokenizer(spec, lines_factory) -> Tokenizer:
-    """Train the tokenizer a TokenizerSpec describes on the lines that lines_factory() yields."""
+def train_tokenizer(spec, lines_factory, symbols: Sequence[str] = ()) -> Tokenizer:
+    """Train the tokenizer a TokenizerSpec describes on the lines that lines_factory() yields; `symbols`
+    (corpus tags) become pieces of their own, which only sentencepiece supports."""
+    if symbols and spec.kind != "sentencepiece":
+        raise SeqtoolError(f"data.train: corpus tags ({', '.join(symbols)}) need data.tokenizer.kind: sentencepiece")
     if spec.kind == "word":
         return WordTokenizer.train(lines_factory(), vocab_size=spec.vocab_size, min_count=spec.min_count,
                                    lowercase=spec.lowercase)
@@ -278,5 +291,5 @@ def train_tokenizer(spec, lines_factory) -> Tokenizer:
                                         lowercase=spec.lowercase, sample_lines=spec.sample_lines)
     return SentencePieceTokenizer.train(
         lines_factory(), vocab_size=spec.vocab_size, model_type=spec.model_type, lowercase=spec.lowercase,
-        character_coverage=spec.character_coverage, sample_lines=spec.sample_lines,
+        character_coverage=spec.character_coverage, sample_lines=spec.sample_lines, symbols=symbols,
     )

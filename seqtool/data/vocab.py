@@ -16,10 +16,12 @@ class Vocabs:
     src: Tokenizer
     tgt: Tokenizer
     joint: bool
+    tag_side: str | None = None  # corpus tags lead the source or the target (data.tag_side); None: no tags
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "vocabs.json").write_text(json.dumps({"joint": self.joint}), encoding="utf-8")
+        tags = {"tag_side": self.tag_side} if self.tag_side else {}  # absent: tag-less files stay as they were
+        (directory / "vocabs.json").write_text(json.dumps({"joint": self.joint, **tags}), encoding="utf-8")
         self.src.save(directory / "src")
         if not self.joint:
             self.tgt.save(directory / "tgt")
@@ -27,11 +29,12 @@ class Vocabs:
     @classmethod
     def load(cls, directory: Path) -> Vocabs:
         try:
-            joint = json.loads((directory / "vocabs.json").read_text(encoding="utf-8"))["joint"]
-        except (OSError, ValueError, KeyError):
+            meta = json.loads((directory / "vocabs.json").read_text(encoding="utf-8"))
+            joint = meta["joint"]
+        except (OSError, ValueError, KeyError, TypeError):
             raise SeqtoolError(f"{directory}: no seqtool tokenizer here (vocabs.json missing)") from None
         src = load_tokenizer(directory / "src")
-        return cls(src, src if joint else load_tokenizer(directory / "tgt"), joint)
+        return cls(src, src if joint else load_tokenizer(directory / "tgt"), joint, meta.get("tag_side"))
 
 
 def directory_sha256(directory: Path) -> str:

@@ -74,14 +74,17 @@ class Live(Rows):
 
 
 def search(model: Seq2SeqModel, src: torch.Tensor, src_mask: torch.Tensor, settings: DecodeSpec,
-           generator: torch.Generator | None = None, constraints: Phrases | None = None) -> list[list[Hypothesis]]:
+           generator: torch.Generator | None = None, constraints: Phrases | None = None,
+           first: int | None = None) -> list[list[Hypothesis]]:
     """Decode a batch with the strategy `settings.strategy` names; one list of hypotheses (best first)
-    per source row. Every strategy takes (model, src, src_mask, settings, generator, constraints):
-    constraints, when given, hold for each source row the phrases its output must contain."""
+    per source row. Every strategy takes (model, src, src_mask, settings, generator, constraints, first):
+    constraints, when given, hold for each source row the phrases its output must contain; `first`, when
+    given, is the token every output starts with (a target-language tag; it stays in the hypotheses)."""
     if constraints is not None and not any(constraints):
         constraints = None
     with torch.inference_mode(), autocast(settings.precision, src.device):
-        return STRATEGIES.get(settings.strategy).builder(model, src, src_mask, settings, generator, constraints)
+        return STRATEGIES.get(settings.strategy).builder(model, src, src_mask, settings, generator, constraints,
+                                                         first)
 
 
 def output_limits(src_mask: torch.Tensor, settings: DecodeSpec, extra: torch.Tensor | int = 0) -> torch.Tensor:
@@ -110,11 +113,17 @@ def _start(model, src, src_mask, settings, rows_per_sentence: int, constraints: 
     return enc, model.start(enc), live, torch.arange(B, device=src.device)
 
 
-def _constrain(x: torch.Tensor, step: int, live: Live, settings: DecodeSpec, shortest: int) -> torch.Tensor:
+def _constrain(x: torch.Tensor, step: int, live: Live, settings: DecodeSpec, shortest: int,
+               first: int | None = None) -> torch.Tensor:
     """(2) In place on (N, V) log-probabilities (the step's own output, which search consumes): never
     PAD/BOS; EOS only once a row's constraints are met; only EOS at a row's length limit (constraints
-    met or not). `shortest` is the smallest limit among the rows, known on the host, so that rows far
-    from their limits cost nothing."""
+    met or not); only `first` at step 0 when it is given. `shortest` is the smallest limit among the
+    rows, known on the host, so that rows far from their limits cost nothing."""
+    if step == 0 and first is not None:
+        forced = x[:, first].clone()
+        x.fill_(float("-inf"))
+        x[:, first] = forced
+        return x
     x[:, PAD] = x[:, BOS] = float("-inf")
     near_limit = step + 1 >= shortest
     eos = x[:, EOS].clone() if near_limit else None
@@ -129,7 +138,8 @@ def _constrain(x: torch.Tensor, step: int, live: Live, settings: DecodeSpec, sho
 
 @STRATEGIES.register("beam")
 def beam_search(model: Seq2SeqModel, src: torch.Tensor, src_mask: torch.Tensor, settings: DecodeSpec,
-                generator: torch.Generator | None = None, constraints: Phrases | None = None) -> list[list[Hypothesis]]:
+                generator: torch.Generator | None = None, constraints: Phrases | None = None,
+                first: int | None = None) -> list[list[Hypothesis]]:
     """Phases per step: (1) model step, (2) constrain, (3) candidates, (4) finalize EOS candidates,
     (5) advance, (6) GNMT pruning of live rows, (7) done sentences leave the batch. No Python loop over
     hypotheses, and one host read per step (whether any sentence is done). Deterministic: no generator."""
@@ -141,7 +151,7 @@ def beam_search(model: Seq2SeqModel, src: torch.Tensor, src_mask: torch.Tensor, 
     for step in range(live.tokens.size(1) - 1):
         out = model.step(live.tokens[:, step], state, enc)  # (1)
         _record_attention(live, out.attn, step)
-        log_probs = _constrain(out.log_probs.float(), step, live, settings, shortest)  # (2)
+        log_probs = _constrain(out.log_probs.float(), step, live, settings, shortest, first)  # (2)
         if live.constraints is None:
             cand = _candidates(live.scores, log_probs, K, settings.prune_margin)  # (3)
         else:
@@ -334,7 +344,8 @@ def _done(finished: _Finished, live: Live, step: int, settings: DecodeSpec) -> t
 
 @STRATEGIES.register("sample")
 def sample(model: Seq2SeqModel, src: torch.Tensor, src_mask: torch.Tensor, settings: DecodeSpec,
-           generator: torch.Generator | None = None, constraints: Phrases | None = None) -> list[list[Hypothesis]]:
+           generator: torch.Generator | None = None, constraints: Phrases | None = None,
+           first: int | None = None) -> list[list[Hypothesis]]:
     """Ancestral sampling with temperature, top-k and nucleus (top-p) filtering; n_best samples each."""
     if constraints is not None:
         raise SeqtoolError("lexical constraints need decode.strategy beam, not sample")
@@ -346,7 +357,7 @@ def sample(model: Seq2SeqModel, src: torch.Tensor, src_mask: torch.Tensor, setti
     for step in range(live.tokens.size(1) - 1):
         out = model.step(live.tokens[:, step], state, enc)
         _record_attention(live, out.attn, step)
-        lp = _constrain(out.log_probs.float().clone(), step, live, settings, shortest)
+        lp = _constrain(out.log_probs.float().clone(), step, live, settings, shortest, first)
         token = torch.multinomial(_filter(lp, settings).exp(), 1, generator=generator).squeeze(1)
         token = token.masked_fill(done, PAD)
         live.scores += lp.gather(1, token.unsqueeze(1)).squeeze(1).masked_fill(done, 0.0)

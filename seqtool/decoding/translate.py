@@ -5,7 +5,8 @@ agree. Input is processed in chunks, so memory stays bounded however long the in
 input (typed or piped in) is decoded as it arrives, whatever lines are waiting at a time. An input is
 a line, or a Source: a line and the phrases its translation must contain (lexical constraints,
 tokenized with the target tokenizer). With decode.alignment a translation also carries its word
-alignment and the attention matrix it came from.
+alignment and the attention matrix it came from. A model trained on several corpora with tags takes
+one (decode.tag): put on the source, or forced as the first target token and then dropped.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from seqtool.data.textio import chunked, waiting_chunks
 from seqtool.data.vocab import Vocabs
 from seqtool.decoding.alignment import word_alignment
 from seqtool.decoding.search import Hypothesis, Phrases, search
+from seqtool.errors import SeqtoolError
 from seqtool.recipe.schema import DecodeSpec
 from seqtool.specials import EOS, SPECIALS, UNK
 from seqtool.util.memory import release_freed_memory
@@ -65,14 +67,15 @@ def decode_batches(lengths: np.ndarray, batch_tokens: int, batch_sentences: int 
 def translate_ids(model, sources: list[np.ndarray], settings: DecodeSpec, *, batch_tokens: int,
                   batch_sentences: int | None = None, device: torch.device,
                   generator: torch.Generator | None = None,
-                  constraints: Phrases | None = None) -> list[list[Hypothesis]]:
-    """Hypotheses for already-encoded sources (and the target-token phrases each must contain), in input order."""
+                  constraints: Phrases | None = None, first: int | None = None) -> list[list[Hypothesis]]:
+    """Hypotheses for already-encoded sources (and the target-token phrases each must contain; the token
+    each must start with), in input order."""
     results: list[list[Hypothesis] | None] = [None] * len(sources)
     lengths = np.fromiter((len(s) for s in sources), dtype=np.int64, count=len(sources))
     for index in decode_batches(lengths, batch_tokens, batch_sentences):
         src = pad_rows([sources[i] for i in index], suffix=EOS).to(device)
         phrases = None if constraints is None else [constraints[i] for i in index]
-        for i, hyps in zip(index, search(model, src, src != 0, settings, generator, phrases)):
+        for i, hyps in zip(index, search(model, src, src != 0, settings, generator, phrases, first)):
             results[i] = hyps
     return results
 
@@ -98,22 +101,39 @@ def translate_lines(model, vocabs: Vocabs, lines: Iterable[str | Source], settin
     limit are the settings' too (decode.batch_tokens, batch_sentences, max_src_len).
     `streaming`: decode the lines already waiting instead of waiting for a full chunk (interactive input)."""
     number = 1
+    lead, first = tag_ids(vocabs, settings.tag)
     for chunk in waiting_chunks(lines, CHUNK) if streaming else chunked(lines, CHUNK):
         items = [item if isinstance(item, Source) else Source(item) for item in chunk]
-        sources = encode_truncated(vocabs.src, [item.text for item in items], settings.max_src_len,
-                                   "decode.max_src_len", first=number, warn=warn)
+        sources = [np.concatenate([lead, ids]) for ids in encode_truncated(
+            vocabs.src, [item.text for item in items], settings.max_src_len, "decode.max_src_len", first=number,
+            warn=warn)]
         phrases = [_phrases(vocabs, item.constraints, number + i, warn) for i, item in enumerate(items)]
         number += len(items)
         for ids, hyps in zip(sources, translate_ids(model, sources, settings, batch_tokens=settings.batch_tokens,
                                                     batch_sentences=settings.batch_sentences, device=device,
-                                                    generator=generator,
+                                                    generator=generator, first=first,
                                                     constraints=phrases if any(phrases) else None)):
-            nbest = [(vocabs.tgt.decode(h.tokens), h.score) for h in hyps]
+            nbest = [(vocabs.tgt.decode(h.tokens[first is not None:]), h.score) for h in hyps]
             translation = Translation(nbest[0][0], nbest)
             if hyps[0].attention is not None:
                 translation.alignment, translation.attention = _attention(vocabs, ids, hyps[0])
             yield translation
         release_freed_memory()
+
+
+def tag_ids(vocabs: Vocabs, tag: str | None) -> tuple[np.ndarray, int | None]:
+    """What a tag adds: the ids put before every source, and the forced first target token (or None)."""
+    none = np.zeros(0, dtype=np.int64)
+    if tag is None:
+        return none, None
+    if vocabs.tag_side is None:
+        raise SeqtoolError(f"decode.tag {tag}: this model was trained without corpus tags")
+    try:
+        if vocabs.tag_side == "source":
+            return np.asarray([vocabs.src.tag_id(tag)], dtype=np.int64), None
+        return none, vocabs.tgt.tag_id(tag)
+    except SeqtoolError as err:
+        raise SeqtoolError(f"decode.{err}") from None
 
 
 def _phrases(vocabs: Vocabs, constraints: list[str], number: int, warn: Callable[[str], None]) -> list[list[int]]:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from seqtool.errors import SeqtoolError, located
 from seqtool.recipe.overrides import apply_overrides
-from seqtool.recipe.schema import Recipe
+from seqtool.recipe.schema import SPLIT_FORMS, Recipe
 from seqtool.recipe.strict_yaml import load_yaml, problem
 from seqtool.registry import MODELS, TASKS, Registry
 from seqtool.util.files import atomic_write_text
@@ -136,7 +136,7 @@ def dump_recipe(recipe: Recipe, path: str | Path) -> None:
 def describe_error(err: ValidationError, prefix: tuple, sections: dict[str, type[BaseModel]]) -> str:
     """One line for the first problem: the dotted key path, the problem and a 'did you mean'."""
     first = err.errors()[0]
-    loc = prefix + tuple(first["loc"])
+    loc = prefix + tuple(part for part in first["loc"] if part not in SPLIT_FORMS)
     key = ".".join(str(part) for part in loc) or "recipe"
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, SerializeAsAny, Tag, field_validator, model_validator
 
 from seqtool.metric_table import SelectMetric, TextMetric
 from seqtool.models.config import SECTION, ModelConfig
@@ -43,6 +43,44 @@ class SplitSpec(Spec):
         return self
 
 
+class CorpusSpec(Spec):
+    """One corpus of a multi-corpus translation recipe: an entry of the lists data.train, data.valid,
+    data.test (seqtool/data/corpora.py)."""
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$", description="the corpus or language pair (e.g. "
+                             "de-en): names its validation metrics (bleu/de-en) and its prepared splits "
+                             "(valid.de-en); default corpus<position>")
+    src: str | None = Field(None, description="source-side file, one sentence per line")
+    tgt: str | None = Field(None, description="target-side file, line-aligned with src")
+    tsv: str | None = Field(None, description="train only, instead of src/tgt: one tab-separated file of pairs "
+                            "with no official split (Tatoeba); its valid and test splits are held out of it "
+                            "(data.held_out)")
+    columns: tuple[int, int] = Field((0, 1), description="tsv: the source and the target column (0-based)")
+    weight: float = Field(1.0, gt=0, description="train: this corpus's share of each epoch's sentences is "
+                          "weight / (sum of the weights); a corpus smaller than its share is repeated")
+    tag: str | None = Field(None, pattern=r"^<[^<>\s]+>$", description="target-language tag, e.g. <2en>: a token "
+                            "of its own, put on the source or forced as the first target token (data.tag_side)")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CorpusSpec:
+        if self.tsv is None and (self.src is None or self.tgt is None):
+            raise ValueError("a corpus needs both src and tgt files, or tsv")
+        if self.tsv is not None and (self.src is not None or self.tgt is not None):
+            raise ValueError("a corpus has either tsv or src/tgt, not both")
+        return self
+
+
+def _split_form(value) -> str:
+    return "list" if isinstance(value, list) else "plain"
+
+
+# A split is one src/tgt (or text) entry, or a list of corpora; the discriminator tries only the form
+# given, so a bad entry is reported alone, under its own key (describe_error drops the form's label).
+SplitOrCorpora = Annotated[Annotated[SplitSpec, Tag("plain")] | Annotated[list[CorpusSpec], Tag("list")],
+                           Discriminator(_split_form)]
+SPLIT_FORMS = ("plain", "list")
+
+
 class GenerateSpec(Spec):
     """A synthetic corpus made by seqtool itself from a seed (no files needed)."""
 
@@ -77,21 +115,6 @@ class GenerateSpec(Spec):
         if not 1 <= self.gaps[0] <= self.gaps[1]:
             raise ValueError(f"gaps: [lo, hi] with 1 <= lo <= hi, got {list(self.gaps)}")
         return self
-
-
-class TsvSpec(Spec):
-    """One tab-separated file of sentence pairs without an official split (Tatoeba): prepare makes a fixed
-    held-out split of it (seqtool/data/heldout.py: duplicates dropped, pairs sharing a side kept together)."""
-
-    path: str = Field(description="the file, under the data root (e.g. tatoeba-deu-eng/deu.txt)")
-    src_column: int = Field(2, ge=1, description="source field, counted from 1 as `cut -f` does (Tatoeba: 2, "
-                            "the non-English side)")
-    tgt_column: int = Field(1, ge=1, description="target field, counted from 1 (Tatoeba: 1, English)")
-    valid: int = Field(1000, gt=0, le=MAX_GENERATED, description="held-out validation pairs (at least: a group of "
-                       "pairs sharing a sentence is never cut)")
-    test: int = Field(1000, gt=0, le=MAX_GENERATED, description="held-out test pairs (at least, as valid)")
-    seed: Seed = Field(1, description="split seed (independent of the training seed): the same file and seed give "
-                       "the same split")
 
 
 class TokenizerSpec(Spec):
@@ -131,11 +154,19 @@ class TextDataSpec(DataSpec):
     )
     pair: str = Field("de-en", pattern=r"^[a-z]{2}-[a-z]{2}$", description="multi30k: src-tgt languages")
     generate: GenerateSpec | None = Field(None, description="generate a synthetic corpus instead of files")
-    tsv: TsvSpec | None = Field(None, description="translation: one tab-separated file of pairs, split into "
-                                "train/valid/test at prepare time (instead of train/valid/test files)")
-    train: SplitSpec | None = Field(None, description="training split (paths under the data root)")
-    valid: SplitSpec | None = Field(None, description="validation split")
-    test: SplitSpec | None = Field(None, description="test split")
+    train: SplitOrCorpora | None = Field(
+        None, description="training split (paths under the data root); or a list of corpora {name, src, tgt "
+        "(or tsv), weight, tag} sampled by weight into one model")
+    valid: SplitOrCorpora | None = Field(
+        None, description="validation split; or a list of named corpora, each measured on its own (bleu/<name>); "
+        "default with tsv corpora: their held-out pairs")
+    test: SplitOrCorpora | None = Field(None, description="test split; or a list of named corpora")
+    tag_side: Literal["source", "target"] = Field(
+        "source", description="where a corpus's tag goes: source = the first source token; target = the first "
+        "target token, which decoding then forces (decode.tag)")
+    held_out: int = Field(1000, gt=0, description="tsv corpora: distinct pairs held out for valid and for test "
+                          "each (deduplicated, shuffled by data.split_seed; no held-out sentence is trained on)")
+    split_seed: Seed = Field(1, description="tsv corpora: seed of the held-out split (independent of seed)")
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
     max_len: int = Field(256, gt=0, description="drop training pairs with a side longer than this (pieces)")
     block_len: int = Field(35, gt=0, description="language models: tokens per training block (BPTT length)")
@@ -149,14 +180,38 @@ class TextDataSpec(DataSpec):
             for split, spec in corpus_splits(self.corpus, self.pair).items():
                 if getattr(self, split) is None:
                     setattr(self, split, spec)
-        if self.generate is None and self.tsv is None and self.train is None:
-            raise ValueError("data needs train files, a known corpus, a tsv file or generate")
-        for key in ("generate", "tsv"):
-            if getattr(self, key) is not None and (self.train or self.valid or self.test):
-                raise ValueError(f"data.{key} makes its own splits; drop train/valid/test")
-        if self.generate is not None and self.tsv is not None:
-            raise ValueError("data.generate and data.tsv are two corpora; choose one")
+        if self.generate is None and self.train is None:
+            raise ValueError("data needs train files, a known corpus or generate")
+        if self.generate is not None and (self.train or self.valid or self.test):
+            raise ValueError("data.generate makes its own splits; drop train/valid/test")
+        problem = _corpora_problem(self)
+        if problem:
+            raise ValueError(problem)
         return self
+
+    def corpora(self, split: str) -> list[CorpusSpec] | None:
+        """A list-form split's corpora, each with its name filled in (corpus<position>), valid and test
+        entries with the tag of the training corpus of the same name unless they give one; None for a
+        plain split."""
+        entries = getattr(self, split)
+        if not isinstance(entries, list):
+            return None
+        tags = {c.name: c.tag for c in self.corpora("train") or []} if split != "train" else {}
+        return [c.model_copy(update={"name": c.name or f"corpus{i}", "tag": c.tag or tags.get(c.name)})
+                for i, c in enumerate(entries)]
+
+
+def _corpora_problem(spec: TextDataSpec) -> str | None:
+    """What the list form of train/valid/test gets wrong, if anything."""
+    for split in ("train", "valid", "test"):
+        entries = spec.corpora(split) or []
+        names = [c.name for c in entries]
+        for i, corpus in enumerate(entries):
+            if names.count(corpus.name) > 1:
+                return f"data.{split}.{i}.name: {corpus.name!r} names two corpora"
+            if corpus.tsv is not None and split != "train":
+                return f"data.{split}.{i}.tsv: only training corpora are tsv (their {split} pairs are held out)"
+    return None
 
 
 def own_directory(value: str | None) -> str | None:
@@ -330,6 +385,10 @@ class DecodeSpec(Spec):
     temperature: float = Field(1.0, gt=0)
     top_k: int = Field(0, ge=0, description="sampling: keep the k most likely tokens (0 = all)")
     top_p: float = Field(1.0, gt=0, le=1, description="sampling: nucleus mass")
+    tag: str | None = Field(None, pattern=r"^<[^<>\s]+>$", description="a model trained on tagged corpora "
+                            "(data.train entries' tag): the tag of the output language, e.g. <2en>, put where "
+                            "training put it (data.tag_side); validation and eval of a named split use its "
+                            "corpus's tag")
     alignment: bool = Field(False, description="keep each hypothesis's attention at every step, for word "
                             "alignments (translate --alignment) and attention plots; costs beam x output length x "
                             "source length floats per sentence while decoding")

@@ -27,10 +27,9 @@ class LanguageModelTask(Task):
     @classmethod
     def check(cls, recipe) -> list[str]:
         problems = [f"data.{name} needs a text file for task 'lm'" for name in ("train", "valid", "test")
-                    if getattr(recipe.data, name) is not None and getattr(recipe.data, name).text is None]
+                    if getattr(recipe.data, name) is not None
+                    and getattr(getattr(recipe.data, name), "text", None) is None]
         generate, tokenizer = recipe.data.generate, recipe.data.tokenizer
-        if recipe.data.tsv is not None:
-            problems.append("data.tsv makes translation pairs; it needs task: translation")
         if generate is not None and generate.task != "retrieval":
             problems.append(f"data.generate.task {generate.task} makes translation pairs; it needs task: translation")
         if generate is not None and generate.task == "retrieval" and (tokenizer.kind, tokenizer.vocab_size) != (

@@ -26,7 +26,8 @@ PARENT = merged(BASE, {"name": "parent", "train": {"max_steps": 3},
                        "data": {"corpus": "multi30k", "tokenizer": {"vocab_size": 120}}})
 CHILD = merged(BASE, {"name": "child", "model": {"dropout": 0.2},  # a dropout may differ from the parent's
                       "train": {"init_from": "runs/parent", "max_steps": 2},
-                      "data": {"tsv": {"path": "tatoeba.tsv", "valid": 20, "test": 20}}})
+                      "data": {"train": [{"name": "tatoeba", "tsv": "tatoeba.tsv", "columns": [1, 0]}],
+                               "held_out": 20}})
 
 
 def _train(root: Path, raw: dict, resume: bool = False) -> Path:
@@ -65,7 +66,7 @@ def test_init_from_starts_from_the_parents_weights_and_tokenizer_with_a_fresh_st
     assert ours["tokenizer_sha256"] == theirs["tokenizer_sha256"]
     manifest = json.loads((run / "data" / "manifest.json").read_text())
     assert manifest["fingerprint"]["tokenizer_sha256"] and manifest["tokenizer_sha256"]
-    assert manifest["splits"]["test"]["sentences"] >= 20  # the held-out split of the tsv slice
+    assert manifest["splits"]["test.tatoeba"]["sentences"] == 20  # the held-out split of the tsv slice
     state = ours["trainer"]
     assert (state["step"], state["best_step"]) == (1, 1) and theirs["trainer"]["step"] == 3
     assert all(s["step"] == 1 for s in ours["optimizer"]["state"].values())  # fresh Adam moments
