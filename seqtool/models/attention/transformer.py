@@ -29,7 +29,9 @@ N(0, d^-1/2) with the padding row zero. Xavier-uniform everywhere with zero bias
 
 Incremental decoding: the decoder state keeps every layer's self-attention keys and values of the
 prefix (N, h, t, d_k), batch-first so search can reorder it, and grows by one position a step; the
-cross-attention keys and values of the encoder output are computed once, in `encode`. `step` returns
+cross-attention keys and values of the encoder output are computed once, in `encode`, and kept once
+per sentence: a beam's K rows attend to them together (Encoded), which halved beam-5 decoding time
+on Multi30k (bench/README.md, issue 22). `step` returns
 the cross-attention weights of one decoder layer (`attention_layer`, the last by default), averaged
 over heads, for the coverage penalty and alignment.
 The LM ignores the state the LM task carries between blocks: each block is scored with the context
@@ -262,8 +264,9 @@ class Layer(nn.Module):
                 memory: tuple | None = None, need_weights: bool = False):
         """x (B, T, d). mask (B, T) for an encoder's self-attention; causal for a decoder's over all of x;
         past, the (keys, values) of earlier positions when stepping; memory, (keys, values, mask) of the
-        encoder output for cross-attention, B / g rows (each serving g consecutive rows of x). -> output (B, T, d), this call's self-attention (keys,
-        values) with the past's prepended, cross-attention weights (B, T, S) or None."""
+        encoder output for cross-attention, B / g rows (each serving g consecutive rows of x).
+        -> output (B, T, d), this call's self-attention (keys, values) with the past's prepended,
+        cross-attention weights (B, T, S) or None."""
         h = self._in(0, x)
         k, v = self.self_attn.keys_values(h)
         if past is not None:
