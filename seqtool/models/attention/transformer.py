@@ -30,8 +30,8 @@ N(0, d^-1/2) with the padding row zero. Xavier-uniform everywhere with zero bias
 Incremental decoding: the decoder state keeps every layer's self-attention keys and values of the
 prefix (N, h, t, d_k), batch-first so search can reorder it, and grows by one position a step; the
 cross-attention keys and values of the encoder output are computed once, in `encode`, and kept once
-per sentence: a beam's K rows attend to them together (Encoded), which halved beam-5 decoding time
-on Multi30k (bench/README.md, issue 22). `step` returns
+per sentence: a beam's K rows attend to them together (Encoded), which made beam-5 decoding on
+Multi30k 1.45x faster (bench/README.md, issue 22). `step` returns
 the cross-attention weights of one decoder layer (`attention_layer`, the last by default), averaged
 over heads, for the coverage penalty and alignment.
 The LM ignores the state the LM task carries between blocks: each block is scored with the context
@@ -136,8 +136,8 @@ class Encoded(Rows):
         if kept.unique().numel() < kept.numel() or counts.unique().numel() > 1:  # not groups of one size
             kept, counts = rows, torch.ones_like(rows)
         group = int(counts[0]) if counts.numel() else 1
-        pick = lambda x: x.index_select(0, kept)  # noqa: E731
-        return Encoded(pick(self.mask), tuple(map(pick, self.keys)), tuple(map(pick, self.values)),
+        keys, values = (tuple(x.index_select(0, kept) for x in xs) for xs in (self.keys, self.values))
+        return Encoded(self.mask.index_select(0, kept), keys, values,
                        torch.arange(kept.numel(), device=rows.device).repeat_interleave(group))
 
 
