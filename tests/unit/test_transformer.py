@@ -65,6 +65,25 @@ def test_the_cache_moves_with_its_rows_when_search_reorders_them():
         assert torch.allclose(out.log_probs, full[:, t], atol=1e-5), t
 
 
+def test_a_beam_keeps_the_encoder_keys_once_per_sentence_and_steps_as_the_forward():
+    model = tiny_model()
+    src, mask, tgt = padded_batch(3, seed=3)
+    beams = torch.arange(3).repeat_interleave(4)  # as beam search's start: each sentence's rows together
+    full = torch.log_softmax(model.out(model(src[beams], mask[beams], tgt[beams])), -1)
+    enc = model.encode(src, mask).reorder(beams)
+    assert [k.size(0) for k in enc.keys] == [3] * 3
+    state, rows = model.start(enc), torch.arange(12)
+    for t in range(tgt.size(1)):
+        if t == 2:  # sentence 1 finishes and leaves: still one stored row per sentence
+            keep = torch.cat([torch.arange(4), torch.arange(8, 12)])
+            enc, state, rows = enc.reorder(keep), state.reorder(keep), rows[keep]
+            assert [k.size(0) for k in enc.keys] == [2] * 3
+        out = model.step(tgt[beams[rows], t], state, enc)
+        state = out.state
+        assert torch.allclose(out.log_probs, full[rows, t], atol=1e-5), t
+        assert torch.allclose(out.attn.sum(-1), torch.ones(rows.numel()), atol=1e-6)
+
+
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_rows_do_not_see_padding_or_neighbours(norm_first):
     assert_rows_independent(tiny_model(norm_first=norm_first))

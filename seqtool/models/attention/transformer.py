@@ -29,7 +29,9 @@ N(0, d^-1/2) with the padding row zero. Xavier-uniform everywhere with zero bias
 
 Incremental decoding: the decoder state keeps every layer's self-attention keys and values of the
 prefix (N, h, t, d_k), batch-first so search can reorder it, and grows by one position a step; the
-cross-attention keys and values of the encoder output are computed once, in `encode`. `step` returns
+cross-attention keys and values of the encoder output are computed once, in `encode`, and kept once
+per sentence: a beam's K rows attend to them together (Encoded), which made beam-5 decoding on
+Multi30k 1.45x faster (bench/README.md, issue 22). `step` returns
 the cross-attention weights of one decoder layer (`attention_layer`, the last by default), averaged
 over heads, for the coverage penalty and alignment.
 The LM ignores the state the LM task carries between blocks: each block is scored with the context
@@ -117,9 +119,26 @@ class TransformerLMConfig(AbsolutePositionsConfig):
 
 @dataclass
 class Encoded(Rows):
+    """The encoder output's cross-attention keys and values, kept once per source sentence even when
+    search gives a sentence K decoder rows (beam search's reorder repeats each row K times): the K rows'
+    queries then attend together, one (K, S) attention per sentence and head instead of K of (1, S),
+    and nothing is copied K times. `rows` (N,) maps each decoder row to its stored row and is always
+    [0]*g + [1]*g + ..., so decoder row j reads stored row j // g, g = N / B."""
+
     mask: torch.Tensor  # (B, S) True on real tokens
     keys: tuple  # per decoder layer, (B, h, S, d_k) cross-attention keys of the encoder output
     values: tuple  # per decoder layer, (B, h, S, d_k)
+    rows: torch.Tensor  # (N,) the stored row of each decoder row
+
+    def reorder(self, index: torch.Tensor) -> Encoded:
+        rows = self.rows.index_select(0, index)
+        kept, counts = rows.unique_consecutive(return_counts=True)
+        if kept.unique().numel() < kept.numel() or counts.unique().numel() > 1:  # not groups of one size
+            kept, counts = rows, torch.ones_like(rows)
+        group = int(counts[0]) if counts.numel() else 1
+        keys, values = (tuple(x.index_select(0, kept) for x in xs) for xs in (self.keys, self.values))
+        return Encoded(self.mask.index_select(0, kept), keys, values,
+                       torch.arange(kept.numel(), device=rows.device).repeat_interleave(group))
 
 
 @dataclass
@@ -245,8 +264,9 @@ class Layer(nn.Module):
                 memory: tuple | None = None, need_weights: bool = False):
         """x (B, T, d). mask (B, T) for an encoder's self-attention; causal for a decoder's over all of x;
         past, the (keys, values) of earlier positions when stepping; memory, (keys, values, mask) of the
-        encoder output for cross-attention. -> output (B, T, d), this call's self-attention (keys,
-        values) with the past's prepended, cross-attention weights (B, T, S) or None."""
+        encoder output for cross-attention, B / g rows (each serving g consecutive rows of x).
+        -> output (B, T, d), this call's self-attention (keys, values) with the past's prepended,
+        cross-attention weights (B, T, S) or None."""
         h = self._in(0, x)
         k, v = self.self_attn.keys_values(h)
         if past is not None:
@@ -254,9 +274,11 @@ class Layer(nn.Module):
         x = self._add(0, x, self.self_attn(self.self_attn.queries(h), k, v, mask, causal=causal)[0])
         weights = None
         if self.cross_attn is not None:
-            y, weights = self.cross_attn(self.cross_attn.queries(self._in(1, x)), *memory,
-                                         need_weights=need_weights)
-            x = self._add(1, x, y)
+            q = self.cross_attn.queries(self._in(1, x))  # (N, h, T, d_k), N = g B rows for B memory rows
+            q = q.unflatten(0, (memory[0].size(0), -1)).transpose(1, 2).flatten(2, 3)  # (B, h, g T, d_k)
+            y, weights = self.cross_attn(q, *memory, need_weights=need_weights)
+            x = self._add(1, x, y.reshape(x.shape))
+            weights = None if weights is None else weights.reshape(*x.shape[:2], -1)
         return self._add(-1, x, self.ffn(self._in(-1, x))), (k, v), weights
 
 
@@ -289,7 +311,7 @@ class Transformer(Seq2SeqModel):
             x = layer(x, mask=src_mask)[0]
         memory = self.encoder.norm(x)
         keys, values = zip(*(layer.cross_attn.keys_values(memory) for layer in self.decoder.layers))
-        return Encoded(src_mask, keys, values)
+        return Encoded(src_mask, keys, values, torch.arange(src.size(0), device=src.device))
 
     def _decode(self, tokens: torch.Tensor, positions: torch.Tensor, enc: Encoded, state: DecoderState | None):
         """tokens, positions (B, T) -> features (B, T, d), cross-attention of `attention_layer` when
@@ -308,8 +330,9 @@ class Transformer(Seq2SeqModel):
         return self._decode(tgt_in, _positions(tgt_in), self.encode(src, src_mask), None)[0]
 
     def start(self, enc: Encoded) -> DecoderState:
-        empty = tuple(k[:, :, :0] for k in enc.keys)
-        return DecoderState(empty, empty, torch.zeros(enc.mask.size(0), dtype=torch.long, device=enc.mask.device))
+        N, (_, heads, _, d_k) = enc.rows.numel(), enc.keys[0].shape
+        empty = tuple(k.new_empty(N, heads, 0, d_k) for k in enc.keys)
+        return DecoderState(empty, empty, torch.zeros(N, dtype=torch.long, device=enc.mask.device))
 
     def step(self, prev: torch.Tensor, state: DecoderState, enc: Encoded) -> StepOut:
         features, attn, cache = self._decode(prev.unsqueeze(1), state.position.unsqueeze(1), enc, state)
