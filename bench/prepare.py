@@ -67,7 +67,7 @@ def write_corpus(directory: Path, lines: int) -> dict[str, dict[str, str]]:
         count = lines if name == "train" else len(chunk)
         splits[name] = {}
         for side, column in (("src", 1), ("tgt", 0)):  # German to English, as the Multi30k recipe
-            path = directory / f"{name}.{('de', 'en')[column]}"
+            path = directory / f"{name}.{side}"
             block = "".join(pair[column] + "\n" for pair in chunk)
             with open(path, "w", encoding="utf-8") as out:
                 for _ in range(count // len(chunk)):
