@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import time
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -352,7 +353,7 @@ class SplitWriter:
     def __init__(self, path: Path, dtype: np.dtype):
         self.path, self.dtype = path, dtype
         self.handle = open(f"{path}.bin", "wb")
-        self.offsets = [0]
+        self.offsets = array("q", [0])  # 8 bytes a sentence: a list of ints would hold ~36 (bench/prepare.py)
 
     def add(self, sequences: list[list[int]], eos: bool = False) -> None:
         flat = [i for seq in sequences for i in (seq + [EOS] if eos else seq)]
@@ -362,7 +363,7 @@ class SplitWriter:
 
     def close(self) -> None:
         self.handle.close()
-        np.asarray(self.offsets, dtype=np.int64).tofile(f"{self.path}.idx")
+        np.frombuffer(self.offsets, dtype=np.int64).tofile(f"{self.path}.idx")
 
 
 class _RefWriter:
