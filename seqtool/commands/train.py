@@ -54,11 +54,17 @@ def train_recipe(recipe: Recipe, *, resume: bool = False) -> dict:
     if resume and not (run_dir / "checkpoints" / "latest.pt").exists():
         raise SeqtoolError(f"{run_dir}: nothing to resume (no checkpoints/latest.pt)")
     parent = None if resume else load_parent(recipe)  # refused before the run directory is made
-    if not dist_info.main:
-        return _train(recipe, run_dir, resume, device, dist_info, parent)
-    claim_run_dir(run_dir)
-    with run_lock(run_dir):  # held until the run ends, so a second train here fails at once
-        return _train(recipe, run_dir, resume, device, dist_info, parent)
+    try:
+        if not dist_info.main:
+            return _train(recipe, run_dir, resume, device, dist_info, parent)
+        claim_run_dir(run_dir)
+        with run_lock(run_dir):  # held until the run ends, so a second train here fails at once
+            return _train(recipe, run_dir, resume, device, dist_info, parent)
+    finally:
+        # After _train has let go of the DDP model: a Reducer freed after the process group was destroyed
+        # drops the group's last reference, whose destructor joins gloo threads that wait for the GIL it holds.
+        if dist_info.world > 1:
+            torch.distributed.destroy_process_group()
 
 
 def _train(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device, dist_info: DistInfo,
@@ -99,8 +105,6 @@ def _train(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device, di
         return {**result, "seconds": {**seconds, "test": round(time.perf_counter() - reported, 1)}}
     finally:
         observer.close()
-        if dist_info.world > 1:
-            torch.distributed.destroy_process_group()
 
 
 def _checked_payload(recipe: Recipe, run_dir: Path, latest: Path, resume: bool) -> dict | None:
