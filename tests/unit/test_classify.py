@@ -4,31 +4,16 @@ the CLI."""
 
 from __future__ import annotations
 
-import io
 import json
 import random
-import sys
 
 import numpy as np
 import pytest
 
-from seqtool.cli import main
 from seqtool.data import listops
 from seqtool.data.classify import OFFSET, generated
 from seqtool.tasks.classify import ListOpsSpec, XorSpec
-
-
-def invoke(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
-    """The CLI in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["seqtool", *args])
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.reliability.test_bad_input import invoke
 
 
 def flat(examples) -> bytes:

@@ -4,9 +4,7 @@ through the CLI that logs epsilon and resumes to the same epsilon, and the refus
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +12,6 @@ import torch
 from opacus.accountants import RDPAccountant
 from torch import nn
 
-from seqtool.cli import main
 from seqtool.data.batching import poisson_batches
 from seqtool.data.classify import ClassifyBatch
 from seqtool.models.base import VocabSizes
@@ -22,6 +19,7 @@ from seqtool.models.recurrent.classifier import RNNClassifier, RNNClassifierConf
 from seqtool.recipe.schema import PrivacySpec
 from seqtool.training.privacy import PrivateTraining
 from seqtool.training.trainer import LossModule
+from tests.reliability.test_bad_input import invoke
 
 B, T, CLASSES = 5, 6, 3
 
@@ -171,18 +169,6 @@ train:
 log: {every: 2, tensorboard: false, progress: none}
 """
 
-
-def invoke(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
-    """The CLI in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["seqtool", *args])
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def train_lines(path) -> dict[int, dict]:
