@@ -4,8 +4,9 @@
         [--fairseq-lenpen] [--keep DIR | --run DIR]
 
 Multi30k de-en from the raw text under SEQTOOL_DATA, a joint 8k unigram sentencepiece, about 2,000
-padded tokens a batch, Adam 1e-3 constant, label smoothing 0.1, clip 1.0, dropout 0.1, fp32, no
-validation nor checkpoint before the end: the overrides the anchors' script passes, so the figures
+padded tokens a batch, Adam 1e-3 constant with betas (0.9, 0.999), label smoothing 0.1, clip 1.0,
+dropout 0.1, fp32, no validation nor checkpoint before the end: the overrides the anchors' script
+passes (and fairseq's default betas, which it leaves to fairseq), so the figures
 line up with fairseq's and the other peers'. Then the trained model decodes test2016 greedily and
 with the recipe's beam (beam 5 in batches of 64 sentences, as the peers), each timed on its own.
 Prints train target tokens/s (the median logged window, the first one dropped, as seqtool.sh), decode
@@ -34,18 +35,22 @@ from seqtool.decoding.translate import translate_lines  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # the anchors' per-model flags (../shared/anchors/fairseq.sh): the Transformer alone has a schedule, fairseq's
-# inverse-sqrt with 200 warm-up updates, and fairseq's default Adam betas
+# inverse-sqrt with 200 warm-up updates; fairseq's lstm has 256 units
+# per encoder direction (a 512-wide memory), input feeding, and separate source and target embeddings with the
+# target's tied to the output layer
 RECIPES = {"fconv": ("convs2s-multi30k.yaml", []),
-           "lstm": ("lstm-attn-multi30k.yaml", ["model.input_feeding=true"]),
+           "lstm": ("lstm-attn-multi30k.yaml", ["model.input_feeding=true", "model.encoder_hidden_dim=512",
+                                                "model.share_embeddings=false", "model.tie_embeddings=true"]),
            "transformer": ("transformer-multi30k.yaml", ["train.schedule.name=inverse_sqrt",
-                                                         "train.schedule.warmup_steps=200",
-                                                         "train.optimizer.betas=[0.9, 0.999]"])}
+                                                         "train.schedule.warmup_steps=200"])}
 
 
 def peer_overrides(updates: int, threads: int) -> list[str]:
-    """The settings ../shared/anchors/seqtool.sh passes (its COMMON array), in recipe-key form."""
+    """The settings ../shared/anchors/seqtool.sh passes (its COMMON array), in recipe-key form, and
+    fairseq's default Adam betas, which fairseq.sh leaves to fairseq."""
     return [f"train.max_steps={updates}", "train.max_minutes=null", "train.batch_tokens=2000",
-            "train.optimizer.lr=1e-3", "train.schedule.name=constant", "train.schedule.warmup_steps=0",
+            "train.optimizer.lr=1e-3", "train.optimizer.betas=[0.9, 0.999]", "train.schedule.name=constant",
+            "train.schedule.warmup_steps=0",
             "train.label_smoothing=0.1", "train.clip_norm=1.0", "model.dropout=0.1", "train.precision=fp32",
             "decode.precision=fp32", f"train.threads={threads}", "train.validate_every=100000",
             "train.checkpoint.every=100000", "log.progress=plain", "eval.valid_decode_limit=1",

@@ -40,12 +40,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
             inside = None if clip is None else logits.abs() <= clip  # where the clamped logits pass a gradient
             if clip is not None:
                 logits.clamp_(-clip, clip)
-            lse = torch.logsumexp(logits, dim=1)
-            nll_c = lse - logits.gather(1, yc.unsqueeze(1)).squeeze(1)
+            chosen, mean = logits.gather(1, yc.unsqueeze(1)).squeeze(1), logits.mean(1)
+            peak = logits.amax(1, keepdim=True)
+            exps = logits.sub_(peak).exp_()  # one exp pass, in place of the logits: no (chunk, V) temporary
+            total = exps.sum(1)
+            lse = total.log().add_(peak.squeeze(1))
+            nll_c = lse - chosen
             nll += nll_c.sum()
-            loss += (1.0 - epsilon) * nll_c.sum() + epsilon * (lse - logits.mean(1)).sum()
+            loss += (1.0 - epsilon) * nll_c.sum() + epsilon * (lse - mean).sum()
             if need_h or need_w or need_b:
-                _chunk_grads(grads, logits, lse, yc, rows, hc, low, epsilon, slice(start, start + chunk), inside)
+                _chunk_grads(grads, exps.div_(total.unsqueeze(1)), yc, rows, hc, low, epsilon,
+                             slice(start, start + chunk), inside)
         ctx.save_for_backward(*(g if g is not None else h.new_empty(0) for g in grads))
         return loss, nll
 
@@ -61,8 +66,8 @@ def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.mm(a, b).float()
 
 
-def _chunk_grads(grads, logits, lse, yc, rows, hc, weight, epsilon, where, inside) -> None:
-    g = logits.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place of the logits
+def _chunk_grads(grads, g, yc, rows, hc, weight, epsilon, where, inside) -> None:
+    """Gradients of one chunk from its softmax g (N, V), overwritten."""
     if epsilon:
         g.sub_(epsilon / g.size(1))
     g[rows[: len(yc)], yc] -= 1.0 - epsilon

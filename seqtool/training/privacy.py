@@ -33,15 +33,10 @@ import warnings
 from dataclasses import fields, replace
 
 import torch
-from opacus.accountants import PRVAccountant, RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
-from opacus.optimizers import DPOptimizer
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from seqtool.errors import SeqtoolError, first_line
-
-ACCOUNTANTS = {"rdp": RDPAccountant, "prv": PRVAccountant}
 
 
 def quiet(compute):
@@ -73,15 +68,22 @@ class PrivateTraining:
         if coupled is not None:
             raise SeqtoolError(f"train.privacy: module {coupled!r} normalizes with batch statistics, which mix "
                                "examples and keep private running statistics; use norm: layer or none")
+        # imported here: Opacus (with scipy and torch.distributed.tensor) takes ~1.4 s to import, which
+        # every command would otherwise pay at start-up
+        from opacus.accountants import PRVAccountant, RDPAccountant
+        from opacus.optimizers import DPOptimizer
+
         self.spec, self.loss = spec, loss
         self.vectorized = True  # per-example gradients by vmap until the model turns out not to allow it
         self.sample_rate = min(batch_size / examples, 1.0)
-        self.accountant = ACCOUNTANTS[spec.accountant]()
+        self.accountant = {"rdp": RDPAccountant, "prv": PRVAccountant}[spec.accountant]()
         self.noise = spec.noise_multiplier or self._noise_for(spec.target_epsilon, max_steps)
         self.optimizer = DPOptimizer(optimizer, noise_multiplier=self.noise, max_grad_norm=spec.max_grad_norm,
                                      expected_batch_size=batch_size, loss_reduction="mean")
 
     def _noise_for(self, epsilon: float, steps: int) -> float:
+        from opacus.accountants.utils import get_noise_multiplier
+
         try:
             return quiet(lambda: get_noise_multiplier(
                 target_epsilon=epsilon, target_delta=self.spec.delta, sample_rate=self.sample_rate, steps=steps,

@@ -13,6 +13,7 @@ SEQ2SEQ = [
     dict(cell="gru", attention="bahdanau", input_feeding=True),
     dict(cell="rnn", attention="dot", bidirectional=False, bridge=False),
     dict(cell="lstm", attention="bahdanau", tie_embeddings=True, share_embeddings=True),
+    dict(cell="lstm", attention="general", encoder_hidden_dim=48, input_feeding=True, tie_embeddings=True),
 ]
 
 
@@ -36,6 +37,20 @@ def test_gradients_reach_every_parameter():
     src, mask, tgt = padded_batch()
     model.out(model(src, mask, tgt)).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_fairseq_lstm_shape_has_its_parameter_count():
+    """fairseq 0.12.2 `--arch lstm` at the anchors' flags logs 8,630,784 parameters (per-direction 256,
+    512-wide memory, input feeding, tied target embeddings); ours differs by its bridge (one tanh projection
+    of h, cell state from zero, where fairseq projects h and c linearly) and the output layer's bias."""
+    cfg = RNNSeq2SeqConfig(embed_dim=256, hidden_dim=256, encoder_hidden_dim=512, input_feeding=True,
+                           tie_embeddings=True)
+    model = RNNSeq2Seq(cfg, VocabSizes(8000, 8000))
+    count = sum(p.numel() for p in model.parameters())
+    projection = 512 * 256 + 256
+    assert model.encoder.layers[0].fwd.layers[0].weight_hh_l0.shape == (1024, 256)
+    assert model.attention.key_proj.in_features == 512
+    assert count == 8_630_784 - 2 * projection + projection + 8000
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

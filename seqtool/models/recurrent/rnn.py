@@ -112,7 +112,10 @@ class RNNSeq2SeqConfig(RecurrentConfig):
     tasks: ClassVar = ("translation",)
     has_attention: ClassVar = True
     embed_dim: int = Field(256, gt=0)
-    hidden_dim: int = Field(256, gt=0, description="decoder size; a bidirectional encoder has half per direction")
+    hidden_dim: int = Field(256, gt=0, description="decoder size")
+    encoder_hidden_dim: int | None = Field(
+        None, gt=0, description="encoder output size (null: hidden_dim); a bidirectional encoder has half per "
+                                "direction, so fairseq's lstm with 256 per direction is 512")
     encoder_layers: int = Field(2, ge=1)
     decoder_layers: int = Field(2, ge=1)
     bidirectional: bool = True
@@ -126,16 +129,20 @@ class RNNSeq2SeqConfig(RecurrentConfig):
 
     @model_validator(mode="after")
     def _shapes_fit(self) -> RNNSeq2SeqConfig:
-        if self.bidirectional and self.hidden_dim % 2:
-            raise ValueError("a bidirectional encoder needs an even hidden_dim")
+        if self.bidirectional and self.encoder_size % 2:
+            raise ValueError("a bidirectional encoder needs an even encoder_hidden_dim (or hidden_dim)")
         if self.bridge and self.encoder_layers != self.decoder_layers:
             raise ValueError("bridge needs encoder_layers == decoder_layers")
         return self
 
+    @property
+    def encoder_size(self) -> int:
+        return self.encoder_hidden_dim or self.hidden_dim
+
 
 @dataclass
 class Encoded(Rows):
-    memory: torch.Tensor  # (B, S, H)
+    memory: torch.Tensor  # (B, S, M), M the encoder size
     keys: torch.Tensor  # (B, S, A) attention projections of memory
     mask: torch.Tensor  # (B, S)
     final: tuple | None  # decoder start state, tuple of (B, L, H), None without bridge
@@ -151,17 +158,17 @@ class RNNSeq2Seq(Seq2SeqModel):
     def __init__(self, cfg: RNNSeq2SeqConfig, sizes: VocabSizes):
         super().__init__()
         self.cfg = cfg
-        E, H = cfg.embed_dim, cfg.hidden_dim
+        E, H, M = cfg.embed_dim, cfg.hidden_dim, cfg.encoder_size
         self.src_embed = nn.Embedding(sizes.src, E, padding_idx=PAD)
         self.tgt_embed = self.src_embed if cfg.share_embeddings else nn.Embedding(sizes.tgt, E, padding_idx=PAD)
-        self.encoder = RecurrentEncoder(cfg.cell, E, H, cfg.encoder_layers, dropout=cfg.dropout, norm=cfg.norm,
+        self.encoder = RecurrentEncoder(cfg.cell, E, M, cfg.encoder_layers, dropout=cfg.dropout, norm=cfg.norm,
                                         bidirectional_layers=cfg.encoder_layers if cfg.bidirectional else 0)
-        self.bridge = nn.Linear(H, H) if cfg.bridge else None
+        self.bridge = nn.Linear(M, H) if cfg.bridge else None
         self.att_dim = E if cfg.tie_embeddings else H
         self.decoder = Recurrent(cfg.cell, E + self.att_dim * cfg.input_feeding, H, cfg.decoder_layers,
                                  dropout=cfg.dropout, norm=cfg.norm)
-        self.attention = Attention(cfg.attention, H, H)
-        self.combine = nn.Linear(2 * H, self.att_dim, bias=False)
+        self.attention = Attention(cfg.attention, H, M)
+        self.combine = nn.Linear(M + H, self.att_dim, bias=False)
         self.drop = Dropout(cfg.dropout)
         self.out = nn.Linear(self.att_dim, sizes.tgt)
         init_uniform(self, cfg.init_scale)
