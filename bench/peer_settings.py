@@ -35,9 +35,8 @@ from seqtool.decoding.translate import translate_lines  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # the anchors' per-model flags (../shared/anchors/fairseq.sh): the Transformer alone has a schedule, fairseq's
-# inverse-sqrt with 200 warm-up updates; fairseq's lstm has 256 units
-# per encoder direction (a 512-wide memory), input feeding, and separate source and target embeddings with the
-# target's tied to the output layer
+# inverse-sqrt with 200 warm-up updates; fairseq's lstm has 256 units per encoder direction (a 512-wide
+# memory), input feeding, and separate source and target embeddings with the target's tied to the output layer
 RECIPES = {"fconv": ("convs2s-multi30k.yaml", []),
            "lstm": ("lstm-attn-multi30k.yaml", ["model.input_feeding=true", "model.encoder_hidden_dim=512",
                                                 "model.share_embeddings=false", "model.tie_embeddings=true"]),
@@ -50,8 +49,8 @@ def peer_overrides(updates: int, threads: int) -> list[str]:
     fairseq's default Adam betas, which fairseq.sh leaves to fairseq."""
     return [f"train.max_steps={updates}", "train.max_minutes=null", "train.batch_tokens=2000",
             "train.optimizer.lr=1e-3", "train.optimizer.betas=[0.9, 0.999]", "train.schedule.name=constant",
-            "train.schedule.warmup_steps=0",
-            "train.label_smoothing=0.1", "train.clip_norm=1.0", "model.dropout=0.1", "train.precision=fp32",
+            "train.schedule.warmup_steps=0", "train.label_smoothing=0.1", "train.clip_norm=1.0", "model.dropout=0.1",
+            "train.precision=fp32",
             "decode.precision=fp32", f"train.threads={threads}", "train.validate_every=100000",
             "train.checkpoint.every=100000", "log.progress=plain", "eval.valid_decode_limit=1",
             "data.tokenizer.vocab_size=8000", "decode.batch_sentences=64", "decode.batch_tokens=100000"]
