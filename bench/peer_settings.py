@@ -36,10 +36,12 @@ from seqtool.decoding.translate import translate_lines  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 # the anchors' per-model flags (../shared/anchors/fairseq.sh): the Transformer alone has a schedule, fairseq's
 # inverse-sqrt with 200 warm-up updates; fairseq's lstm has 256 units per encoder direction (a 512-wide
-# memory), input feeding, and separate source and target embeddings with the target's tied to the output layer
+# memory), input feeding, separate source and target embeddings with the target's tied to the output layer,
+# and starts the decoder from linear projections of the encoder's final h and c
 RECIPES = {"fconv": ("convs2s-multi30k.yaml", []),
            "lstm": ("lstm-attn-multi30k.yaml", ["model.input_feeding=true", "model.encoder_hidden_dim=512",
-                                                "model.share_embeddings=false", "model.tie_embeddings=true"]),
+                                                "model.share_embeddings=false", "model.tie_embeddings=true",
+                                                "model.bridge=linear"]),
            "transformer": ("transformer-multi30k.yaml", ["train.schedule.name=inverse_sqrt",
                                                          "train.schedule.warmup_steps=200"])}
 

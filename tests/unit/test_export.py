@@ -19,6 +19,10 @@ from tests.conftest import padded_batch
 MODELS = {
     "lstm": lambda: RNNSeq2Seq(RNNSeq2SeqConfig(embed_dim=12, hidden_dim=16, encoder_layers=2, decoder_layers=2,
                                                 bidirectional=True, bridge=True, dropout=0.0), VocabSizes(40, 40)),
+    # fairseq's start state: the encoder's final c at each row's length, packed in the traced graph
+    "lstm_linear": lambda: RNNSeq2Seq(RNNSeq2SeqConfig(embed_dim=12, hidden_dim=16, encoder_hidden_dim=20,
+                                                       input_feeding=True, bridge="linear", dropout=0.0),
+                                      VocabSizes(40, 40)),
     "gnmt": lambda: GNMT(GNMTConfig(embed_dim=12, hidden_dim=16, encoder_layers=3, decoder_layers=3, bridge=True,
                                     dropout=0.0), VocabSizes(40, 40)),
     "convs2s": lambda: ConvS2S(ConvS2SConfig(embed_dim=12, out_embed_dim=12, dropout=0.0,
@@ -38,7 +42,8 @@ def test_flatten_and_unflatten_round_trip_a_nested_state():
     assert all(torch.equal(a + 1, b) for a, b in zip(tensors, flatten(back)))
 
 
-@pytest.mark.parametrize("arch, fmt", [("lstm", "onnx"), ("lstm", "torchscript"), ("convs2s", "onnx"),
+@pytest.mark.parametrize("arch, fmt", [("lstm", "onnx"), ("lstm", "torchscript"), ("lstm_linear", "onnx"),
+                                       ("lstm_linear", "torchscript"), ("convs2s", "onnx"),
                                        ("convs2s", "torchscript"), ("gnmt", "onnx")])
 def test_search_through_the_exported_graphs_finds_what_the_model_finds(arch, fmt, tmp_path):
     torch.manual_seed(0)

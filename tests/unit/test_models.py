@@ -14,6 +14,9 @@ SEQ2SEQ = [
     dict(cell="rnn", attention="dot", bidirectional=False, bridge=False),
     dict(cell="lstm", attention="bahdanau", tie_embeddings=True, share_embeddings=True),
     dict(cell="lstm", attention="general", encoder_hidden_dim=48, input_feeding=True, tie_embeddings=True),
+    dict(cell="lstm", encoder_hidden_dim=48, input_feeding=True, tie_embeddings=True, bridge="linear"),
+    dict(cell="gru", bridge="linear"),
+    dict(cell="lstm", norm="layer", bridge="linear"),
 ]
 
 
@@ -41,16 +44,35 @@ def test_gradients_reach_every_parameter():
 
 def test_fairseq_lstm_shape_has_its_parameter_count():
     """fairseq 0.12.2 `--arch lstm` at the anchors' flags logs 8,630,784 parameters (per-direction 256,
-    512-wide memory, input feeding, tied target embeddings); ours differs by its bridge (one tanh projection
-    of h, cell state from zero, where fairseq projects h and c linearly) and the output layer's bias."""
+    512-wide memory, input feeding, tied target embeddings, the decoder started from linear projections of
+    the encoder's final h and c); ours has that and the output layer's bias. The tanh bridge projects h
+    alone, so it has one projection fewer."""
     cfg = RNNSeq2SeqConfig(embed_dim=256, hidden_dim=256, encoder_hidden_dim=512, input_feeding=True,
-                           tie_embeddings=True)
+                           tie_embeddings=True, bridge="linear")
     model = RNNSeq2Seq(cfg, VocabSizes(8000, 8000))
     count = sum(p.numel() for p in model.parameters())
-    projection = 512 * 256 + 256
     assert model.encoder.layers[0].fwd.layers[0].weight_hh_l0.shape == (1024, 256)
     assert model.attention.key_proj.in_features == 512
-    assert count == 8_630_784 - 2 * projection + projection + 8000
+    assert count == 8_630_784 + 8000
+    tanh = RNNSeq2Seq(cfg.model_copy(update={"bridge": "tanh"}), VocabSizes(8000, 8000))
+    assert count - sum(p.numel() for p in tanh.parameters()) == 512 * 256 + 256
+
+
+@pytest.mark.parametrize("cell", ["lstm", {"name": "lstm_peephole"}])
+def test_state_at_each_length_equals_running_the_row_alone(cell):
+    """Recurrent.to_lengths reads (h, c) where each row ends, as packing would, on the fused kernel and
+    on the time loop alike."""
+    from seqtool.models.recurrent.layers import Recurrent
+
+    torch.manual_seed(0)
+    layer = Recurrent(cell, 5, 7, 2).eval()
+    x, lengths = torch.randn(4, 9, 5), torch.tensor([9, 3, 6, 3])
+    outputs, finals = layer.to_lengths(x, lengths)
+    assert torch.allclose(outputs, layer(x)[0], atol=1e-6)
+    for row, length in enumerate(lengths.tolist()):
+        alone = layer(x[row : row + 1, :length])[1]
+        for got, want in zip(finals, alone[:2]):
+            assert torch.allclose(got[row], want[0], atol=1e-6)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

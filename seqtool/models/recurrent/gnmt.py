@@ -125,7 +125,7 @@ class GNMT(Seq2SeqModel):
 
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> Encoded:
         memory, finals = self.encoder(self.drop(self.src_embed(src)), src_mask.sum(1))
-        start = torch.tanh(self.bridge(finals)) if self.bridge is not None else None  # (B, L, H)
+        start = torch.tanh(self.bridge(finals[0])) if self.bridge is not None else None  # (B, L, H)
         return Encoded(memory, self.attention.keys(memory), src_mask, start)
 
     def start(self, enc: Encoded) -> GNMTState:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqtool.models.layers import Dropout
 from seqtool.models.recurrent.cells import build_cell, cell_config, norm_config, uses_fused
+
+STEP_KERNELS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
 
 
 class Recurrent(nn.Module):
@@ -20,7 +23,8 @@ class Recurrent(nn.Module):
     it like any other state. Other cells run a time loop (cells.CellLayer); their state is the core
     tensors (h[, c]) as (B, layers, H) followed by one tuple of per-layer extras (time index, norm
     memories). A state given without the extras (e.g. from `initial_state`) starts them fresh.
-    Inputs are right-padded and never packed: packing sends torch's CPU LSTM down a per-timestep path
+    A single step (decoding, input feeding) runs torch's cell kernels on the same weights. Inputs are
+    right-padded and never packed: packing sends torch's CPU LSTM down a per-timestep path
     several times slower, and positions before the padding do not depend on it; `mask` (B, T) keeps
     padded rows out of batch statistics.
     """
@@ -50,6 +54,8 @@ class Recurrent(nn.Module):
         """x (B, T, I) -> outputs (B, T, H), final state (after all T steps, padding included)."""
         if not self.fused:
             return self._loop(x, state, mask)
+        if x.size(1) == 1 and isinstance(self.layers[0], nn.RNNBase):  # not int8's quantized layers: their own kernel
+            return self._one_step(x, state)
         finals = []
         for i, layer in enumerate(self.layers):
             hidden = None
@@ -58,7 +64,52 @@ class Recurrent(nn.Module):
                 hidden = hidden if self.cell == "lstm" else hidden[0]
             x, hidden = layer(self.drop(x) if i else x, hidden)
             finals.append(hidden if self.cell == "lstm" else (hidden,))
-        return x, tuple(torch.cat([f[k] for f in finals], 0).transpose(0, 1) for k in range(len(finals[0])))
+        return x, _batch_first(finals)
+
+    def _one_step(self, x: torch.Tensor, state: tuple | None) -> tuple[torch.Tensor, tuple]:
+        """One time step through torch's cell kernels on the layers' own weights: the fused layer's
+        per-call set-up makes a one-step call slower to train through (bench/README.md)."""
+        kernel = STEP_KERNELS[self.cell]
+        h, finals = x[:, 0], []
+        for i, layer in enumerate(self.layers):
+            prev = (tuple(s[:, i] for s in state) if state is not None
+                    else (h.new_zeros(h.size(0), layer.hidden_size),) * self.core)
+            weights = (layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0)
+            inp = self.drop(h) if i else h
+            new = kernel(inp, prev, *weights) if self.core == 2 else (kernel(inp, prev[0], *weights),)
+            finals.append(new)
+            h = new[0]
+        return h.unsqueeze(1), tuple(torch.stack(parts, dim=1) for parts in zip(*finals))
+
+    def to_lengths(self, x: torch.Tensor, lengths: torch.Tensor,
+                   mask: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple]:
+        """x (B, T, I) -> outputs (B, T, H) and each row's core state (h[, c], each (B, layers, H)) after
+        its first lengths[b] steps (at least one). Time runs in pieces ending at each distinct length, so
+        a source-bucketed batch (a few lengths) stays on the fused kernel without packing."""
+        steps = lengths.clamp(1, x.size(1))
+        if self.fused and torch.jit.is_tracing():
+            return self._packed(x, steps)
+        outputs, state, start, finals = [], None, 0, None
+        for end in sorted({*steps.tolist(), x.size(1)}):
+            out, state = self(x[:, start:end], state, None if mask is None else mask[:, start:end])
+            outputs.append(out)
+            here = (steps == end).view(-1, 1, 1)
+            core = state[: self.core]
+            finals = core if finals is None else tuple(torch.where(here, s, f) for s, f in zip(core, finals))
+            start = end
+        return torch.cat(outputs, 1), finals
+
+    def _packed(self, x: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """to_lengths for export: a traced graph would freeze the pieces to the example's lengths; packed
+        input gives the fused kernel (and ONNX's LSTM) each row's length instead."""
+        finals = []
+        for i, layer in enumerate(self.layers):
+            packed = pack_padded_sequence(self.drop(x) if i else x, steps.cpu(), batch_first=True,
+                                          enforce_sorted=False)
+            out, hidden = layer(packed)
+            x = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))[0]
+            finals.append(hidden if self.cell == "lstm" else (hidden,))
+        return x, _batch_first(finals)
 
     def _loop(self, x: torch.Tensor, state: tuple | None, mask: torch.Tensor | None) -> tuple[torch.Tensor, tuple]:
         finals = []
@@ -71,6 +122,11 @@ class Recurrent(nn.Module):
             finals.append(layer_state)
         core = tuple(torch.stack([f[k] for f in finals], 1) for k in range(self.core))
         return x, (*core, tuple(f[self.core:] for f in finals))
+
+
+def _batch_first(finals: list[tuple]) -> tuple:
+    """Each fused layer's final (h[, c]), each (1, B, H) -> one (B, layers, H) tensor per part."""
+    return tuple(torch.cat([f[k] for f in finals], 0).transpose(0, 1) for k in range(len(finals[0])))
 
 
 def length_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
@@ -99,14 +155,20 @@ class BiRecurrent(nn.Module):
         self.fwd = Recurrent(cell, input_dim, hidden_dim, norm=norm)
         self.bwd = Recurrent(cell, input_dim, hidden_dim, norm=norm)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, I) -> outputs (B, T, 2H), final hidden (B, 2H)."""
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, full_state: bool = False) -> tuple[torch.Tensor, tuple]:
+        """x (B, T, I) -> outputs (B, T, 2H), final (h,) or with full_state the whole core state (h[, c]),
+        each (B, 2H)."""
         mask = None if self.fwd.fused else length_mask(lengths, x.size(1))
+        if full_state:
+            fwd, fwd_final = self.fwd.to_lengths(x, lengths, mask)
+            bwd, bwd_final = self.bwd.to_lengths(reverse_padded(x, lengths), lengths, mask)
+            final = tuple(torch.cat([f[:, 0], b[:, 0]], dim=-1) for f, b in zip(fwd_final, bwd_final))
+            return torch.cat([fwd, reverse_padded(bwd, lengths)], dim=-1), final
         fwd = self.fwd(x, mask=mask)[0]
         bwd = reverse_padded(self.bwd(reverse_padded(x, lengths), mask=mask)[0], lengths)
         last = (lengths - 1).clamp(min=0)
         final = torch.cat([fwd[torch.arange(x.size(0), device=x.device), last], bwd[:, 0]], dim=-1)
-        return torch.cat([fwd, bwd], dim=-1), final
+        return torch.cat([fwd, bwd], dim=-1), (final,)
 
 
 class RecurrentEncoder(nn.Module):
@@ -114,8 +176,8 @@ class RecurrentEncoder(nn.Module):
     bidirectional (H/2 per direction), with dropout between layers and optional residual
     connections x_{l+1} = f_l(x_l) + x_l from layer `residual_from` (1-based) up, as in GNMT.
 
-    Returns the top layer's outputs (B, T, H) and each layer's final hidden state (B, layers, H),
-    read at each row's last real position.
+    Returns the top layer's outputs (B, T, H) and each layer's final state read at each row's last
+    real position: (h,), or with full_state the whole core state (h[, c]), each (B, layers, H).
     """
 
     def __init__(self, cell, input_dim: int, hidden_dim: int, layers: int, *, bidirectional_layers: int = 0,
@@ -131,19 +193,25 @@ class RecurrentEncoder(nn.Module):
         self.drop = Dropout(dropout)
         self.residual_from = residual_from
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor,
+                full_state: bool = False) -> tuple[torch.Tensor, tuple]:
         rows = torch.arange(x.size(0), device=x.device)
         last = (lengths - 1).clamp(min=0)
         finals = []
         for number, layer in enumerate(self.layers, start=1):
             inp = self.drop(x) if number > 1 else x
             if isinstance(layer, BiRecurrent):
-                out, final = layer(inp, lengths)
+                out, final = layer(inp, lengths, full_state)
             else:
-                out = layer(inp, mask=None if layer.fused else length_mask(lengths, x.size(1)))[0]
-                final = out[rows, last]
+                mask = None if layer.fused else length_mask(lengths, x.size(1))
+                if full_state:
+                    out, final = layer.to_lengths(inp, lengths, mask)
+                    final = tuple(f[:, 0] for f in final)
+                else:
+                    out = layer(inp, mask=mask)[0]
+                    final = (out[rows, last],)
             if self.residual_from is not None and number >= self.residual_from:
                 out = out + x
             finals.append(final)
             x = out
-        return x, torch.stack(finals, dim=1)
+        return x, tuple(torch.stack(parts, dim=1) for parts in zip(*finals))

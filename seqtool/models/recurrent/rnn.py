@@ -12,9 +12,9 @@ Attentional encoder-decoder (Bahdanau et al. 2015; Luong et al. 2015):
 With tied embeddings h~ has the embedding size and W_o = E_tgt (Press and Wolf 2017), which also
 halves the cost of the output layer when the hidden size is twice the embedding size.
 Without input feeding the decoder RNN runs over the whole target in one fused call and attention
-is computed for all positions at once (much faster to train). The decoder may start from the
-encoder's final states through a tanh bridge, h_0 = tanh(W_b h_enc) per layer and c_0 = 0
-(Bahdanau et al.), or from zeros.
+is computed for all positions at once (much faster to train). The decoder starts per layer from the
+encoder's final states through a tanh bridge, h_0 = tanh(W_b h_enc) and c_0 = 0 (Bahdanau et al.),
+through linear ones, h_0 = W_h h_enc + b_h and c_0 = W_c c_enc + b_c (fairseq's lstm), or from zeros.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from seqtool.models.base import LanguageModel, Rows, Seq2SeqModel, StepOut, VocabSizes
@@ -121,17 +121,25 @@ class RNNSeq2SeqConfig(RecurrentConfig):
     bidirectional: bool = True
     attention: Literal["bahdanau", "general", "dot"] = "general"
     input_feeding: bool = Field(False, description="feed h~_{t-1} into the decoder (Luong et al.)")
-    bridge: bool = Field(True, description="start the decoder from the encoder's final states")
+    bridge: Literal["tanh", "linear", "none"] = Field(
+        "tanh", description="decoder start state from the encoder's final one: tanh = h_0 tanh(W h_enc), c_0 zero "
+                            "(Bahdanau et al.); linear = h_0 and c_0 linear in h_enc and c_enc (fairseq's lstm); "
+                            "none = zeros (true/false mean tanh/none)")
     dropout: float = Field(0.2, ge=0, lt=1)
     tie_embeddings: bool = Field(False, description="decoder input embedding = output projection")
     share_embeddings: bool = Field(False, description="encoder and decoder share embeddings (joint vocab)")
     init_scale: float | None = Field(0.1, gt=0, description="uniform init range (null: torch defaults)")
 
+    @field_validator("bridge", mode="before")
+    @classmethod
+    def _bridge_from_bool(cls, value):
+        return {True: "tanh", False: "none"}.get(value, value) if isinstance(value, bool) else value
+
     @model_validator(mode="after")
     def _shapes_fit(self) -> RNNSeq2SeqConfig:
         if self.bidirectional and self.encoder_size % 2:
             raise ValueError("a bidirectional encoder needs an even encoder_hidden_dim (or hidden_dim)")
-        if self.bridge and self.encoder_layers != self.decoder_layers:
+        if self.bridge != "none" and self.encoder_layers != self.decoder_layers:
             raise ValueError("bridge needs encoder_layers == decoder_layers")
         return self
 
@@ -145,7 +153,7 @@ class Encoded(Rows):
     memory: torch.Tensor  # (B, S, M), M the encoder size
     keys: torch.Tensor  # (B, S, A) attention projections of memory
     mask: torch.Tensor  # (B, S)
-    final: tuple | None  # decoder start state, tuple of (B, L, H), None without bridge
+    final: tuple | None  # decoder start state, tuple of (B, L, H), None without a bridge
 
 
 @dataclass
@@ -163,10 +171,11 @@ class RNNSeq2Seq(Seq2SeqModel):
         self.tgt_embed = self.src_embed if cfg.share_embeddings else nn.Embedding(sizes.tgt, E, padding_idx=PAD)
         self.encoder = RecurrentEncoder(cfg.cell, E, M, cfg.encoder_layers, dropout=cfg.dropout, norm=cfg.norm,
                                         bidirectional_layers=cfg.encoder_layers if cfg.bidirectional else 0)
-        self.bridge = nn.Linear(M, H) if cfg.bridge else None
+        self.bridge = nn.Linear(M, H) if cfg.bridge != "none" else None
         self.att_dim = E if cfg.tie_embeddings else H
         self.decoder = Recurrent(cfg.cell, E + self.att_dim * cfg.input_feeding, H, cfg.decoder_layers,
                                  dropout=cfg.dropout, norm=cfg.norm)
+        self.bridge_cell = nn.Linear(M, H) if cfg.bridge == "linear" and self.decoder.core == 2 else None
         self.attention = Attention(cfg.attention, H, M)
         self.combine = nn.Linear(M + H, self.att_dim, bias=False)
         self.drop = Dropout(cfg.dropout)
@@ -176,10 +185,13 @@ class RNNSeq2Seq(Seq2SeqModel):
             self.out.weight = self.tgt_embed.weight
 
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> Encoded:
-        memory, finals = self.encoder(self.drop(self.src_embed(src)), src_mask.sum(1))
+        memory, finals = self.encoder(self.drop(self.src_embed(src)), src_mask.sum(1),
+                                      full_state=self.bridge_cell is not None)
         start = None
-        if self.bridge is not None:
-            start = self.decoder.initial_state(torch.tanh(self.bridge(finals)))
+        if self.cfg.bridge == "tanh":
+            start = self.decoder.initial_state(torch.tanh(self.bridge(finals[0])))
+        elif self.cfg.bridge == "linear":
+            start = (self.bridge(finals[0]), *(() if self.bridge_cell is None else (self.bridge_cell(finals[1]),)))
         return Encoded(memory, self.attention.keys(memory), src_mask, start)
 
     def start(self, enc: Encoded) -> DecoderState:
