@@ -79,7 +79,7 @@ class Recurrent(nn.Module):
             new = kernel(inp, prev, *weights) if self.core == 2 else (kernel(inp, prev[0], *weights),)
             finals.append(new)
             h = new[0]
-        return h.unsqueeze(1), tuple(torch.stack(parts, dim=1) for parts in zip(*finals))
+        return h.unsqueeze(1), _stack_layers(finals)
 
     def to_lengths(self, x: torch.Tensor, lengths: torch.Tensor,
                    mask: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple]:
@@ -120,8 +120,13 @@ class Recurrent(nn.Module):
                 layer_state = (*(s[:, i] for s in state[: self.core]), *extras)
             x, layer_state = layer(self.drop(x) if i else x, layer_state, mask)
             finals.append(layer_state)
-        core = tuple(torch.stack([f[k] for f in finals], 1) for k in range(self.core))
+        core = _stack_layers([f[: self.core] for f in finals])
         return x, (*core, tuple(f[self.core:] for f in finals))
+
+
+def _stack_layers(finals: list[tuple]) -> tuple:
+    """Each layer's state parts, each (B, H) -> one (B, layers, H) tensor per part."""
+    return tuple(torch.stack(parts, dim=1) for parts in zip(*finals))
 
 
 def _batch_first(finals: list[tuple]) -> tuple:
@@ -214,4 +219,4 @@ class RecurrentEncoder(nn.Module):
                 out = out + x
             finals.append(final)
             x = out
-        return x, tuple(torch.stack(parts, dim=1) for parts in zip(*finals))
+        return x, _stack_layers(finals)

@@ -191,7 +191,7 @@ class RNNSeq2Seq(Seq2SeqModel):
         if self.cfg.bridge == "tanh":
             start = self.decoder.initial_state(torch.tanh(self.bridge(finals[0])))
         elif self.cfg.bridge == "linear":
-            start = (self.bridge(finals[0]), *(() if self.bridge_cell is None else (self.bridge_cell(finals[1]),)))
+            start = tuple(project(f) for project, f in zip((self.bridge, self.bridge_cell), finals))  # (h,) or (h, c)
         return Encoded(memory, self.attention.keys(memory), src_mask, start)
 
     def start(self, enc: Encoded) -> DecoderState:
