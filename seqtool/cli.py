@@ -77,6 +77,8 @@ BetaOpt = Annotated[float | None, typer.Option("--beta", "--covpen", help="GNMT 
 PruneOpt = Annotated[float | None, typer.Option(help="GNMT beam pruning margin")]
 EarlyStopOpt = Annotated[bool | None, typer.Option("--early-stop/--no-early-stop", help="beam search: a sentence "
                                                    "is done once beam hypotheses have finished (fairseq's rule)")]
+NoRepeatOpt = Annotated[int | None, typer.Option("--no-repeat-ngram-size", "--no-repeat-ngram", help="no output "
+                                                 "repeats an n-gram of this size (0 = off)")]
 TagOpt = Annotated[str | None, typer.Option(help="a model trained on tagged corpora: the output language's tag, "
                                             "e.g. '<2en>' (decode.tag)")]
 
@@ -127,8 +129,21 @@ def train(recipe: Path, set_: SetOpt = [],
         print(json.dumps(result))
 
 
-def _decode_overrides(**flags) -> dict:
-    return {"decode": {k: v for k, v in flags.items() if v is not None}}
+def _decode_overrides(sets: list[str] = (), **flags) -> dict:
+    """A trained run's decode (and eval) keys from `--set`, the named flags over them; its model and
+    data keys are what it was trained with."""
+    from seqtool.recipe.overrides import apply_overrides, merged, parse_override
+
+    for text in sets:
+        path, _ = parse_override(text)
+        if path[0] not in ("decode", "eval"):
+            raise SeqtoolError(f"--set {'.'.join(path)[:80]}: only decode.* and eval.* keys apply to a trained run")
+    raw = apply_overrides({}, list(sets))
+    return {**raw, "decode": merged(raw.get("decode", {}), {k: v for k, v in flags.items() if v is not None})}
+
+
+RunSetOpt = Annotated[list[str], typer.Option("--set", help="override a decode or eval key: --set "
+                                                             "decode.precision=fp32 (repeatable)")]
 
 
 @app.command(name="eval")
@@ -138,15 +153,16 @@ def evaluate(checkpoint: CheckpointOpt, split: Annotated[str, typer.Option(help=
              as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
              beam: BeamOpt = None, alpha: AlphaOpt = None, length_penalty: LengthPenaltyOpt = None,
              beta: BetaOpt = None, prune_margin: PruneOpt = None, early_stop: EarlyStopOpt = None,
-             tag: TagOpt = None,
-             device: DeviceOpt = None) -> None:
+             no_repeat_ngram: NoRepeatOpt = None, tag: TagOpt = None,
+             device: DeviceOpt = None, set_: RunSetOpt = []) -> None:
     """Perplexity (language models) or BLEU/chrF (translation) of a trained run on a split, or of a
     translation run on any source and reference file (--src, --ref). A split of several corpora gives
     each corpus's figures (bleu/de-en) and their mean; --split test.de-en gives one corpus's."""
     from seqtool.commands.evaluate import evaluate_files, evaluate_run, format_result
 
-    overrides = _decode_overrides(beam=beam, alpha=alpha, length_penalty=length_penalty, beta=beta,
-                                  prune_margin=prune_margin, early_stop=early_stop, tag=tag)
+    overrides = _decode_overrides(set_, beam=beam, alpha=alpha, length_penalty=length_penalty, beta=beta,
+                                  prune_margin=prune_margin, early_stop=early_stop, no_repeat_ngram=no_repeat_ngram,
+                                  tag=tag)
     if (src is None) != (ref is None):
         raise SeqtoolError("--src and --ref go together (a source file and its reference translations)")
     if src is not None:
@@ -166,7 +182,8 @@ def translate(
     input: Annotated[Path | None, typer.Option("--input", "-i", help="source file (default stdin)")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="output file (default stdout)")] = None,
     beam: BeamOpt = None, alpha: AlphaOpt = None, length_penalty: LengthPenaltyOpt = None, beta: BetaOpt = None,
-    prune_margin: PruneOpt = None, early_stop: EarlyStopOpt = None, tag: TagOpt = None,
+    prune_margin: PruneOpt = None, early_stop: EarlyStopOpt = None, no_repeat_ngram: NoRepeatOpt = None,
+    tag: TagOpt = None,
     n_best: Annotated[int | None, typer.Option(help="hypotheses per input: 'i ||| text ||| score' lines")] = None,
     max_len_a: float | None = None, max_len_b: int | None = None,
     batch_tokens: Annotated[int | None, typer.Option(help="source tokens per batch")] = None,
@@ -185,12 +202,14 @@ def translate(
     attention_plot: Annotated[Path | None, typer.Option(help="write one attention heatmap PNG per line here")] = None,
     attention_layer: Annotated[int | None, typer.Option(help="decoder layer whose attention to use (transformer, "
                                                         "convs2s; -1 the last)")] = None,
+    set_: RunSetOpt = [],
 ) -> None:
     """Translate raw text line by line: one output line per input line (n-best: n lines each)."""
     from seqtool.commands.translate import run_translate
 
-    overrides = _decode_overrides(beam=beam, alpha=alpha, length_penalty=length_penalty, beta=beta,
+    overrides = _decode_overrides(set_, beam=beam, alpha=alpha, length_penalty=length_penalty, beta=beta,
                                   prune_margin=prune_margin, early_stop=early_stop, n_best=n_best, tag=tag,
+                                  no_repeat_ngram=no_repeat_ngram,
                                   max_len_a=max_len_a, max_len_b=max_len_b, batch_tokens=batch_tokens,
                                   strategy=None if sample is None else ("sample" if sample else "beam"),
                                   temperature=temperature, top_k=top_k, top_p=top_p)

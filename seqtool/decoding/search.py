@@ -21,6 +21,9 @@ GNMT's pruning (Wu et al. 2016, sec. 7), on with `prune_margin` (the paper's "be
 Both only remove candidates that are far behind, so a large margin gives the plain search's output
 exactly; rule 2 also lets sentences finish early, which is where the speed comes from.
 
+decode.no_repeat_ngram (fairseq's --no-repeat-ngram-size) bans, at each step and for every strategy,
+any token that would complete an n-gram the row's output already holds; EOS is never banned.
+
 Lexical constraints (constraints.py: dynamic beam allocation, Post and Vilar 2018) replace the
 candidate and selection phases: every row's EOS is a candidate to finish (allowed once its constraints
 are met), and the K rows that go on are allocated over banks of constraint progress.
@@ -116,15 +119,18 @@ def _start(model, src, src_mask, settings, rows_per_sentence: int, constraints: 
 def _constrain(x: torch.Tensor, step: int, live: Live, settings: DecodeSpec, shortest: int,
                first: int | None = None) -> torch.Tensor:
     """(2) In place on (N, V) log-probabilities (the step's own output, which search consumes): never
-    PAD/BOS; EOS only once a row's constraints are met; only EOS at a row's length limit (constraints
-    met or not); only `first` at step 0 when it is given. `shortest` is the smallest limit among the
-    rows, known on the host, so that rows far from their limits cost nothing."""
+    PAD/BOS, nor a token that repeats an n-gram (decode.no_repeat_ngram); EOS only once a row's
+    constraints are met; only EOS at a row's length limit (constraints met or not); only `first` at
+    step 0 when it is given. `shortest` is the smallest limit among the rows, known on the host, so
+    that rows far from their limits cost nothing."""
     if step == 0 and first is not None:
         forced = x[:, first].clone()
         x.fill_(float("-inf"))
         x[:, first] = forced
         return x
     x[:, PAD] = x[:, BOS] = float("-inf")
+    if settings.no_repeat_ngram:
+        _block_repeats(x, live.tokens[:, 1 : step + 1], settings.no_repeat_ngram)
     near_limit = step + 1 >= shortest
     eos = x[:, EOS].clone() if near_limit else None
     if live.constraints is not None:
@@ -134,6 +140,17 @@ def _constrain(x: torch.Tensor, step: int, live: Live, settings: DecodeSpec, sho
         x.masked_fill_(at_limit, float("-inf"))
         x[:, EOS] = torch.where(at_limit[:, 0], eos, x[:, EOS])
     return x
+
+
+def _block_repeats(x: torch.Tensor, prefix: torch.Tensor, n: int) -> None:
+    """In place on (N, V): a token that would complete an n-gram the row's prefix (N, t) already holds
+    gets -inf (fairseq's --no-repeat-ngram-size). The prefix's last n - 1 tokens are compared with the
+    first n - 1 of each of its n-grams; the last token of every match is banned."""
+    if prefix.size(1) < n:
+        return
+    grams = prefix.unfold(1, n, 1)  # (N, t - n + 1, n)
+    match = (grams[:, :, :-1] == prefix[:, None, prefix.size(1) - n + 1 :]).all(2)
+    x.scatter_(1, grams[:, :, -1].masked_fill(~match, PAD), float("-inf"))  # PAD is banned already
 
 
 @STRATEGIES.register("beam")

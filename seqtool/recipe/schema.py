@@ -368,6 +368,9 @@ class DecodeSpec(Spec):
         False, description="beam search: a sentence is done once beam hypotheses have finished (fairseq's "
         "rule: fewer steps, may miss a better longer output); false: once no live hypothesis can beat them"
     )
+    no_repeat_ngram: int = Field(
+        0, ge=0, description="no output repeats an n-gram of this many tokens (fairseq's --no-repeat-ngram-size; "
+        "beam and sampling); 0 = off")
     n_best: int = Field(1, ge=1, le=MAX_BEAM, description="hypotheses kept per input (<= beam)")
     max_len_a: float = Field(1.5, ge=0, description="output length limit a*|src| + b")
     max_len_b: int = Field(10, ge=1)

@@ -126,6 +126,8 @@ def test_alignments_and_plots_through_the_command_line(runs, tmp_path, capsys, m
     (["-c", "RUN", "--jsonl"], '{"text": "1"}\n{"txt": "2"}\n', ["<stdin>:2", "expected {\"text\""]),
     (["-c", "RUN", "--jsonl"], '{"text": "1", "constraints": "two"}\n', ["<stdin>:1", "list of strings"]),
     (["-c", "RUN", "--jsonl", "--sample"], '{"text": "1", "constraints": ["two"]}\n', ["need decode.strategy beam"]),
+    (["-c", "RUN", "--set", "train.lr=1"], "1\n", ["--set train.lr", "only decode.* and eval.* keys"]),
+    (["-c", "RUN", "--set", "decode.no_repeat_ngram=-1"], "1\n", ["decode.no_repeat_ngram", "greater than or equal"]),
 ])
 def test_bad_decoding_requests(runs, capsys, monkeypatch, args, stdin, needles):
     args = [str(runs / "tiny") if a == "RUN" else str(runs / "lm") if a == "LM" else a for a in args]
@@ -141,3 +143,18 @@ def test_a_constraint_the_vocabulary_cannot_spell_is_dropped_with_a_warning(runs
                                warn=warnings.append))
     assert "twelve" in out[0].text
     assert warnings == ["line 1: constraint 'zwölf' dropped: the target vocabulary cannot spell it"]
+
+
+def test_set_and_no_repeat_flags_reach_the_search(runs, capsys, monkeypatch):
+    """`--set decode.KEY=VALUE` and --no-repeat-ngram-size give what the same settings give in the library."""
+    run = load_run(runs / "tiny")
+    expected = [t.text for t in _translate(run, SOURCES, no_repeat_ngram=1, alpha=0.5)]
+    assert all(len(set(text.split())) == len(text.split()) for text in expected)  # no word twice
+    code, out, err = invoke(["translate", "-c", str(runs / "tiny"), "--set", "decode.no_repeat_ngram=1",
+                             "--set", "decode.alpha=0.5"], capsys, monkeypatch, stdin="\n".join(SOURCES).encode())
+    assert code == 0, err
+    assert out.splitlines() == expected
+    code, out, err = invoke(["translate", "-c", str(runs / "tiny"), "--no-repeat-ngram-size", "1", "--alpha", "0.5"],
+                            capsys, monkeypatch, stdin="\n".join(SOURCES).encode())
+    assert code == 0, err
+    assert out.splitlines() == expected

@@ -64,11 +64,20 @@ def _src(sentences: list[int], length: int = 2) -> tuple[torch.Tensor, torch.Ten
     return src, torch.ones_like(src, dtype=torch.bool)
 
 
+def repeats(body: tuple, n: int) -> bool:
+    """Whether some n-gram occurs twice in body."""
+    grams = [body[i : i + n] for i in range(len(body) - n + 1)]
+    return len(set(grams)) < len(grams)
+
+
 def exhaustive(model: TableModel, sentence: int, max_len: int, settings: DecodeSpec, src_mask=None):
-    """Score every output of up to max_len tokens (EOS included) exactly as the search scores them."""
+    """Score every output of up to max_len tokens (EOS included) exactly as the search scores them
+    (without those that repeat an n-gram under decode.no_repeat_ngram)."""
     best = None
     for n in range(max_len):
         for body in itertools.product(WORDS, repeat=n):
+            if settings.no_repeat_ngram and repeats(body, settings.no_repeat_ngram):
+                continue
             logp, ok, attn = 0.0, True, torch.zeros(3)
             for t, tok in enumerate((*body, EOS)):
                 p = model.probs(sentence, tuple(body[:t])).get(tok, 0.0)
@@ -159,6 +168,34 @@ def test_wide_beam_equals_exhaustive_search(alpha, beta, kind):
         tokens, score = exhaustive(model, s, 4, settings, mask[:1])
         assert results[s][0].tokens == tokens
         assert results[s][0].score == pytest.approx(score, abs=1e-5)
+
+
+@pytest.mark.parametrize("n,alpha", [(1, 0.0), (2, 0.0), (2, 2.0), (3, 1.0)])
+def test_no_repeat_ngram_equals_exhaustive_search_over_outputs_without_repeats(n, alpha):
+    # Outputs of up to 5 tokens with EOS: long enough that bigrams and trigrams can repeat.
+    model = TableModel(_random_tables(3, 5, seed=0), UNIFORM)
+    settings = DecodeSpec(beam=81, length_penalty="fairseq", alpha=alpha, max_len_a=0, max_len_b=5,
+                          no_repeat_ngram=n)
+    src, mask = _src([0, 1, 2])
+    results = beam_search(model, src, mask, settings)
+    for s in range(3):
+        assert not repeats(tuple(results[s][0].tokens), n)
+        tokens, score = exhaustive(model, s, 5, settings)
+        assert results[s][0].tokens == tokens
+        assert results[s][0].score == pytest.approx(score, abs=1e-5)
+
+
+def test_no_repeat_ngram_holds_for_greedy_and_sampling():
+    always_go_on = {4: 0.6, 5: 0.3, EOS: 0.1}
+    model = TableModel([{}], always_go_on)
+    src, mask = _src([0], length=4)
+    plain = search(model, src, mask, DecodeSpec(beam=1, max_len_a=0, max_len_b=7))[0][0]
+    assert plain.tokens == [4] * 6  # ended by the length limit
+    assert search(model, src, mask, DecodeSpec(beam=1, max_len_a=0, max_len_b=7, no_repeat_ngram=2))[0][0].tokens \
+        == [4, 4, 5, 4]  # after 4 4 5 4, both 4 4 and 4 5 are spent: only EOS is left
+    settings = DecodeSpec(strategy="sample", n_best=50, max_len_a=0, max_len_b=7, no_repeat_ngram=2)
+    for hyp in search(model, src, mask, settings, torch.Generator().manual_seed(0))[0]:
+        assert not repeats(tuple(hyp.tokens), 2), hyp.tokens
 
 
 def test_output_does_not_depend_on_batch_size_or_neighbours():
